@@ -1,0 +1,84 @@
+"""Sympy models of the elementwise functions a coupling formula may use.
+
+sympy already knows exp, log, tanh, Abs, Max and Min. `sigmoid` and `gelu` are defined here so
+that formulas print back as `torch.sigmoid`/`F.gelu` (not as their expansions) while the prover
+still knows their facts: sigmoid is positive on the reals, gelu is x·Φ(x).
+"""
+
+from __future__ import annotations
+
+import sympy
+
+
+class sigmoid(sympy.Function):  # noqa: N801  (reads like the torch function it models)
+    """1 / (1 + exp(-x)): real and strictly positive for real x."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        if x.is_zero:
+            return sympy.Rational(1, 2)
+        return None
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real  # type: ignore[no-any-return]
+
+    def _eval_is_extended_real(self) -> bool | None:
+        return self.args[0].is_extended_real  # type: ignore[no-any-return]
+
+    def _eval_is_positive(self) -> bool | None:
+        return True if self.args[0].is_extended_real else None
+
+    def _eval_is_finite(self) -> bool | None:
+        return True if self.args[0].is_extended_real else None
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return self * (1 - self)
+
+    def _eval_rewrite_as_exp(self, x: sympy.Expr, **kwargs: object) -> sympy.Expr:
+        return 1 / (1 + sympy.exp(-x))
+
+    def _eval_evalf(self, prec: int) -> sympy.Expr:
+        return (1 / (1 + sympy.exp(-self.args[0])))._eval_evalf(prec)  # type: ignore[no-any-return]
+
+
+class gelu(sympy.Function):  # noqa: N801
+    """x · Φ(x) with Φ the standard normal CDF (the exact, erf-based GELU)."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        if x.is_zero:
+            return sympy.Integer(0)
+        return None
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real  # type: ignore[no-any-return]
+
+    def _eval_rewrite_as_erf(self, x: sympy.Expr, **kwargs: object) -> sympy.Expr:
+        return x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        x = self.args[0]
+        return (1 + sympy.erf(x / sympy.sqrt(2))) / 2 + x * sympy.exp(-(x**2) / 2) / sympy.sqrt(
+            2 * sympy.pi
+        )
+
+    def _eval_evalf(self, prec: int) -> sympy.Expr:
+        x = self.args[0]
+        return (x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2)._eval_evalf(prec)  # type: ignore[no-any-return]
+
+
+def relu(x: sympy.Expr) -> sympy.Expr:
+    return sympy.Max(sympy.Integer(0), x)
+
+
+def clamp(x: sympy.Expr, lo: sympy.Expr | None, hi: sympy.Expr | None) -> sympy.Expr:
+    out = x
+    if lo is not None:
+        out = sympy.Max(out, lo)
+    if hi is not None:
+        out = sympy.Min(out, hi)
+    return out

@@ -1,0 +1,190 @@
+"""The op catalogue: every op a spec can call, in one registry.
+
+An `OpDef` says everything the pipeline needs to know about an op, so that adding a family means
+adding entries here and runtime classes in `revdsl/runtime/`, never touching the pipeline:
+
+* `inputs`/`positional`/`attrs`: how it is called (tensor inputs, then attributes);
+* `shape`: the shape rule over symbolic input shapes;
+* `params`, `macs`: parameter and multiply-accumulate counts (symbolic, per sample for MACs);
+* `saved`: what plain autograd keeps for backward (shapes), for the memory predictor;
+* emission: a runtime class (`module`) with constructor arguments (`ctor`), or a code template
+  (`template`) for functional ops;
+* `sympy_model`: for elementwise algebra, the exact function the invertibility prover reasons about;
+* flags: `stochastic` (needs RNG replay), `structural` bijections with their inverse, and so on.
+
+Nothing here imports torch: the compile path must stay torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+
+from revdsl.ir import RuntimeRef
+from revdsl.shapes import Shape
+
+REQUIRED = object()
+
+
+class OpShapeError(Exception):
+    """Raised by a shape rule; the elaborator attaches the call's position."""
+
+
+class AttrError(Exception):
+    """Raised when an attribute value is not acceptable; the elaborator attaches the position."""
+
+
+@dataclass(frozen=True)
+class Attr:
+    """An op attribute.
+
+    kind: 'int', 'float', 'bool', 'str', 'ints' (list of ints), 'floats', 'number' (int or float).
+    `runtime`: may be a call-time option. `symbolic`: may depend on a model argument.
+    """
+
+    name: str
+    kind: str
+    default: Any = REQUIRED
+    choices: tuple[Any, ...] | None = None
+    runtime: bool = False
+    symbolic: bool = True
+    doc: str = ""
+
+
+ShapeRule = Callable[[Sequence[Shape], dict[str, Any]], Shape | tuple[Shape, ...]]
+CountRule = Callable[[Sequence[Shape], dict[str, Any]], Any]
+SavedRule = Callable[[Sequence[Shape], Sequence[Shape], dict[str, Any]], Sequence[Shape]]
+
+
+def _zero(_shapes: Sequence[Shape], _attrs: dict[str, Any]) -> Any:
+    return sympy.Integer(0)
+
+
+def _nothing_saved(_i: Sequence[Shape], _o: Sequence[Shape], _a: dict[str, Any]) -> list[Shape]:
+    return []
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    doc: str
+    shape: ShapeRule
+    inputs: int | str = 1  # number of tensor inputs, or '*' for one or more
+    positional: tuple[str, ...] = ()  # attributes that may be given positionally after inputs
+    attrs: tuple[Attr, ...] = ()
+    n_outputs: Callable[[dict[str, Any]], int] = lambda a: 1
+    # emission
+    module: str | None = None  # runtime class holding the op's parameters
+    # constructor arguments, named (the names also name a block class's arguments when the value
+    # differs between blocks); the first `ctor_positional` are passed positionally
+    ctor: Callable[[Sequence[Shape], dict[str, Any]], list[tuple[str, Any]]] | None = None
+    ctor_positional: int = 1
+    call_kwargs: tuple[str, ...] = ()  # attributes passed at call time (runtime options)
+    # functional ops: code with {0}, {1}, {args} and {attr} fields, or a function of the argument
+    # code strings and the attribute dict
+    template: str | Callable[[list[str], dict[str, Any]], str] | None = None
+    precedence: int = 100  # for infix templates: 10 (+ -), 20 (* /), 30 (unary -), 40 (**)
+    runtime: tuple[str, ...] = ()  # extra runtime definitions the emitted code needs
+    default_name: str | None = None  # base of the submodule name
+    # semantics
+    kind: str = "module"  # 'module' | 'function' | 'algebra' | 'structural'
+    sympy_model: Callable[..., sympy.Expr] | None = None
+    stochastic: bool = False
+    elementwise: bool = False
+    inverse: str | None = None  # for 'structural' bijections: the op that undoes it
+    injective_only: bool = False  # e.g. dup: injective, not onto (a stored boundary)
+    causal: bool | None = None  # token mixers: whether output n depends only on inputs <= n
+    # why this op cannot sit inside a coupling when it changes the stream's shape (for messages)
+    coupling_hint: Callable[[dict[str, Any]], str | None] | None = None
+    # costs
+    params: CountRule = _zero
+    macs: Callable[[Sequence[Shape], Sequence[Shape], dict[str, Any]], Any] = (
+        lambda i, o, a: sympy.Integer(0)
+    )
+    saved: SavedRule = _nothing_saved
+    checks: tuple[Callable[[Sequence[Shape], dict[str, Any]], str | None], ...] = field(
+        default=()
+    )
+
+    def attr(self, name: str) -> Attr | None:
+        for a in self.attrs:
+            if a.name == name:
+                return a
+        return None
+
+    @property
+    def has_module(self) -> bool:
+        return self.module is not None
+
+
+_REGISTRY: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    assert op.name not in _REGISTRY, f"op {op.name} registered twice"
+    assert op.kind in ("module", "function", "algebra", "structural"), op.kind
+    if op.kind == "module":
+        assert op.module is not None and op.ctor is not None, op.name
+    if op.kind in ("function", "algebra"):
+        assert op.template is not None, op.name
+    if op.kind == "algebra":
+        assert op.sympy_model is not None, op.name
+    _REGISTRY[op.name] = op
+    return op
+
+
+def get(name: str) -> OpDef | None:
+    _load()
+    return _REGISTRY.get(name)
+
+
+def names() -> list[str]:
+    _load()
+    return sorted(_REGISTRY)
+
+
+_LOADED = False
+
+
+def _load() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    from revdsl.catalogue import core, vit  # noqa: F401
+
+
+def render_template(op: OpDef, args: list[str], attrs: dict[str, Any]) -> str:
+    """The code of a functional op applied to argument code `args`."""
+    assert op.template is not None, op.name
+    if callable(op.template):
+        return op.template(args, attrs)
+    fields = {k: fmt_value(v) for k, v in attrs.items()}
+    return op.template.format(*args, args=", ".join(args), **fields)
+
+
+def fmt_value(value: Any) -> str:
+    """Python source for an attribute value (numbers, strings, tuples, runtime refs)."""
+    if isinstance(value, RuntimeRef):
+        return value.name
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "None"
+    if isinstance(value, tuple | list):
+        inner = ", ".join(fmt_value(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, sympy.Basic):
+        from revdsl.pyprint import py_expr
+
+        return py_expr(value)
+    raise TypeError(f"cannot format attribute value {value!r}")

@@ -1,0 +1,333 @@
+"""Core ops shared by every family: elementwise algebra, stream structure, common layers.
+
+Elementwise algebra (`kind='algebra'`) carries a sympy model: the prover reasons about exactly these
+when they appear in a coupling's update formula (`x1 = x1 * exp(s) + b`). Structural ops rearrange
+streams (dup, chunk, cat, space-to-depth); the bijective ones name their inverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sympy
+
+from revdsl import algebra
+from revdsl.catalogue import Attr, OpDef, OpShapeError, fmt_value, register
+from revdsl.shapes import Shape, broadcast, fmt_shape, numel, same, to_expr
+
+# ---- shape helpers ----------------------------------------------------------------------------
+
+
+def elementwise(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
+    out = broadcast(shapes)
+    if out is None:
+        raise OpShapeError(
+            "shapes do not broadcast: " + ", ".join(fmt_shape(s) for s in shapes)
+        )
+    return out
+
+
+def same_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
+    return shapes[0]
+
+
+def norm_axis(shape: Shape, dim: int) -> int:
+    rank = len(shape)
+    axis = dim + rank if dim < 0 else dim
+    if not 0 <= axis < rank:
+        raise OpShapeError(f"dim={dim} is out of range for a tensor of shape {fmt_shape(shape)}")
+    return axis
+
+
+def need_rank(shape: Shape, ranks: tuple[int, ...], what: str) -> None:
+    if len(shape) not in ranks:
+        want = " or ".join(str(r) for r in ranks)
+        raise OpShapeError(f"{what} expects a {want}-d input, got shape {fmt_shape(shape)}")
+
+
+def tokens(shape: Shape) -> sympy.Expr:
+    """Rows a per-token layer is applied to, per sample (all but batch and last dim)."""
+    n: sympy.Expr = sympy.Integer(1)
+    for d in shape[1:-1]:
+        n = n * d
+    return n
+
+
+# ---- elementwise algebra ----------------------------------------------------------------------
+
+
+def _binary(name: str, sym: str, prec: int, model: Any, doc: str) -> None:
+    register(
+        OpDef(
+            name=name, doc=doc, kind="algebra", inputs=2, shape=elementwise,
+            template="{0} " + sym + " {1}", sympy_model=model, elementwise=True,
+            precedence=prec,
+        )
+    )
+
+
+def _unary(name: str, template: str, model: Any, doc: str, **kw: Any) -> None:
+    register(
+        OpDef(
+            name=name, doc=doc, kind="algebra", inputs=1, shape=same_shape, template=template,
+            sympy_model=model, elementwise=True, **kw,
+        )
+    )
+
+
+_binary("add", "+", 10, lambda a, b: a + b, "a + b (elementwise, broadcasting)")
+_binary("sub", "-", 10, lambda a, b: a - b, "a - b (elementwise, broadcasting)")
+_binary("mul", "*", 20, lambda a, b: a * b, "a * b (elementwise, broadcasting)")
+_binary("div", "/", 20, lambda a, b: a / b, "a / b (elementwise, broadcasting)")
+register(
+    OpDef(
+        name="neg", doc="-a", kind="algebra", inputs=1, shape=same_shape, template="-{0}",
+        sympy_model=lambda a: -a, elementwise=True, precedence=30,
+    )
+)
+register(
+    OpDef(
+        name="pow", doc="a ** exponent, for a numeric exponent", kind="algebra", inputs=1,
+        positional=("exponent",), attrs=(Attr("exponent", "number"),), shape=same_shape,
+        template="{0} ** {exponent}", precedence=40, elementwise=True,
+        sympy_model=lambda a, exponent: a ** to_expr(exponent),
+    )
+)
+_unary("exp", "torch.exp({0})", sympy.exp, "e ** x")
+_unary("log", "torch.log({0})", sympy.log, "natural logarithm")
+_unary("sqrt", "torch.sqrt({0})", sympy.sqrt, "square root")
+_unary("square", "torch.square({0})", lambda a: a**2, "x ** 2")
+_unary("sigmoid", "torch.sigmoid({0})", algebra.sigmoid, "1 / (1 + exp(-x))")
+_unary("tanh", "torch.tanh({0})", sympy.tanh, "hyperbolic tangent")
+_unary("abs", "torch.abs({0})", sympy.Abs, "absolute value")
+_unary("relu", "torch.relu({0})", algebra.relu, "max(x, 0)")
+_unary("gelu", "F.gelu({0})", algebra.gelu, "x * Phi(x), the exact GELU")
+register(
+    OpDef(
+        name="clamp", doc="clamp(x, min=lo, max=hi): x limited to [lo, hi] (either may be absent)",
+        kind="algebra", inputs=1,
+        attrs=(Attr("min", "number", default=None), Attr("max", "number", default=None)),
+        shape=same_shape, elementwise=True,
+        template="torch.clamp({0}, min={min}, max={max})",
+        sympy_model=lambda a, min=None, max=None: algebra.clamp(  # noqa: A002
+            a, None if min is None else to_expr(min), None if max is None else to_expr(max)
+        ),
+    )
+)
+
+# ---- structure --------------------------------------------------------------------------------
+
+
+def _dup_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> tuple[Shape, ...]:
+    return tuple(shapes[0] for _ in range(attrs["n"]))
+
+
+register(
+    OpDef(
+        name="dup",
+        doc="dup(x, n=2): n copies of x; starts a reversible segment's streams (injective, so "
+        "its input is stored; the gradient is the sum of the copies' gradients)",
+        kind="structural", inputs=1, positional=("n",), attrs=(Attr("n", "int", default=2),),
+        shape=_dup_shape, n_outputs=lambda a: a["n"], injective_only=True,
+        template=lambda args, a: ", ".join(args[0] for _ in range(a["n"])),
+    )
+)
+
+
+def _chunk_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> tuple[Shape, ...]:
+    s = shapes[0]
+    axis = norm_axis(s, attrs["dim"])
+    n = attrs["chunks"]
+    if n < 1:
+        raise OpShapeError("chunks must be at least 1")
+    size = s[axis]
+    part = size / n
+    if not to_expr(part).is_integer and to_expr(size).is_number:
+        raise OpShapeError(f"cannot split size {size} of dim {attrs['dim']} into {n} equal chunks")
+    out = list(s)
+    out[axis] = sympy.simplify(part)
+    return tuple(tuple(out) for _ in range(n))
+
+
+register(
+    OpDef(
+        name="chunk",
+        doc="chunk(x, chunks, dim=1): split into equal parts (a bijection; undone by cat)",
+        kind="structural", inputs=1, positional=("chunks",),
+        attrs=(Attr("chunks", "int", default=2, symbolic=False),
+               Attr("dim", "int", default=1, symbolic=False)),
+        shape=_chunk_shape, n_outputs=lambda a: a["chunks"], inverse="cat",
+        template="torch.chunk({0}, {chunks}, dim={dim})",
+    )
+)
+
+
+def _cat_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
+    first = shapes[0]
+    axis = norm_axis(first, attrs["dim"])
+    total: sympy.Expr = sympy.Integer(0)
+    for s in shapes:
+        if len(s) != len(first) or any(
+            i != axis and not same(a, b) for i, (a, b) in enumerate(zip(s, first, strict=True))
+        ):
+            raise OpShapeError(
+                f"cat along dim {attrs['dim']} needs equal other dims, got "
+                + ", ".join(fmt_shape(x) for x in shapes)
+            )
+        total = total + s[axis]
+    out = list(first)
+    out[axis] = sympy.simplify(total)
+    return tuple(out)
+
+
+for _name in ("cat", "concat"):
+    register(
+        OpDef(
+            name=_name,
+            doc=f"{_name}(a, b, ..., dim=-1): concatenate (a bijection onto its parts: undone "
+            "by chunk)",
+            kind="structural", inputs="*", attrs=(Attr("dim", "int", default=-1, symbolic=False),),
+            shape=_cat_shape, inverse="chunk", template="torch.cat([{args}], dim={dim})",
+        )
+    )
+
+
+def _s2d_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
+    s = shapes[0]
+    need_rank(s, (4,), "space_to_depth")
+    r = attrs["factor"]
+    b, c, h, w = s
+    for d in (h, w):
+        if to_expr(d).is_number and int(d) % r:
+            raise OpShapeError(f"spatial size {d} is not divisible by {r}")
+    return (b, c * r * r, sympy.simplify(h / r), sympy.simplify(w / r))
+
+
+def _d2s_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
+    s = shapes[0]
+    need_rank(s, (4,), "depth_to_space")
+    r = attrs["factor"]
+    b, c, h, w = s
+    if to_expr(c).is_number and int(c) % (r * r):
+        raise OpShapeError(f"{c} channels are not divisible by {r * r}")
+    return (b, sympy.simplify(c / (r * r)), h * r, w * r)
+
+
+register(
+    OpDef(
+        name="space_to_depth",
+        doc="space_to_depth(x, factor): pixel-unshuffle [B,C,H,W] -> [B,C*r*r,H/r,W/r] "
+        "(a permutation: invertible)",
+        kind="structural", inputs=1, positional=("factor",),
+        attrs=(Attr("factor", "int", symbolic=False),), shape=_s2d_shape,
+        inverse="depth_to_space", template="F.pixel_unshuffle({0}, {factor})",
+    )
+)
+register(
+    OpDef(
+        name="depth_to_space",
+        doc="depth_to_space(x, factor): pixel-shuffle, the inverse of space_to_depth",
+        kind="structural", inputs=1, positional=("factor",),
+        attrs=(Attr("factor", "int", symbolic=False),), shape=_d2s_shape,
+        inverse="space_to_depth", template="F.pixel_shuffle({0}, {factor})",
+    )
+)
+
+# ---- reductions and selection -----------------------------------------------------------------
+
+
+def _mean_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
+    s = shapes[0]
+    dims = attrs["dim"] if isinstance(attrs["dim"], tuple) else (attrs["dim"],)
+    axes = {norm_axis(s, d) for d in dims}
+    if attrs["keepdim"]:
+        return tuple(sympy.Integer(1) if i in axes else d for i, d in enumerate(s))
+    return tuple(d for i, d in enumerate(s) if i not in axes)
+
+
+register(
+    OpDef(
+        name="mean",
+        doc="mean(x, dim=1, keepdim=false): average over a dim (tokens by default)",
+        kind="function", inputs=1, positional=("dim",),
+        attrs=(Attr("dim", "ints", default=1, symbolic=False),
+               Attr("keepdim", "bool", default=False)),
+        shape=_mean_shape,
+        template=lambda args, a: f"{args[0]}.mean(dim={fmt_value(a['dim'])}"
+        + (", keepdim=True)" if a["keepdim"] else ")"),
+    )
+)
+
+
+def _token_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
+    s = shapes[0]
+    need_rank(s, (3,), "token")
+    return (s[0], s[2])
+
+
+register(
+    OpDef(
+        name="token",
+        doc="token(x, index=0): the token at `index` of a [B, N, C] sequence, as [B, C]",
+        kind="function", inputs=1, positional=("index",),
+        attrs=(Attr("index", "int", default=0, symbolic=False),),
+        shape=_token_shape, template="{0}[:, {index}]",
+    )
+)
+
+# ---- common layers ----------------------------------------------------------------------------
+
+
+def _linear_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
+    s = shapes[0]
+    return (*s[:-1], to_expr(attrs["out"]))
+
+
+register(
+    OpDef(
+        name="linear",
+        doc="linear(x, out, bias=true): a fully connected layer over the last dim",
+        module="nn.Linear", inputs=1, positional=("out",),
+        attrs=(Attr("out", "int"), Attr("bias", "bool", default=True)),
+        shape=_linear_shape, default_name="linear",
+        ctor=lambda s, a: [("in_features", s[0][-1]), ("out_features", a["out"])]
+        + ([] if a["bias"] else [("bias", False)]),
+        ctor_positional=2,
+        params=lambda s, a: s[0][-1] * to_expr(a["out"]) + (to_expr(a["out"]) if a["bias"] else 0),
+        macs=lambda i, o, a: numel(i[0]) * to_expr(a["out"]),
+        saved=lambda i, o, a: [i[0]],
+    )
+)
+register(
+    OpDef(
+        name="layernorm",
+        doc="layernorm(x, eps=1e-6): LayerNorm over the last dim",
+        module="nn.LayerNorm", inputs=1, attrs=(Attr("eps", "float", default=1e-6),),
+        shape=same_shape, default_name="norm",
+        ctor=lambda s, a: [("dim", s[0][-1]), ("eps", a["eps"])],
+        params=lambda s, a: 2 * s[0][-1],
+        saved=lambda i, o, a: [i[0], i[0][:-1], i[0][:-1]],  # input, mean, rstd
+    )
+)
+register(
+    OpDef(
+        name="dropout",
+        doc="dropout(x, p=0): elementwise dropout (replayed exactly in the reversible backward)",
+        module="nn.Dropout", inputs=1, positional=("p",), attrs=(Attr("p", "float", default=0.0),),
+        shape=same_shape, default_name="drop", stochastic=True,
+        ctor=lambda s, a: [("p", a["p"])],
+        saved=lambda i, o, a: [i[0]] if a["p"] else [],  # the mask (bool, counted as bytes)
+    )
+)
+register(
+    OpDef(
+        name="drop_path",
+        doc="drop_path(x, rate=0): stochastic depth, one keep/drop draw per sample",
+        module="DropPath", inputs=1, positional=("rate",),
+        attrs=(Attr("rate", "float", default=0.0),),
+        shape=same_shape, default_name="drop_path", stochastic=True,
+        ctor=lambda s, a: [("drop_path", a["rate"])],
+        saved=lambda i, o, a: [(i[0][0],)] if a["rate"] else [],
+    )
+)

@@ -1,0 +1,1 @@
+"""Stage 5: code generation (ir.Program + verify.Report -> standalone PyTorch source)."""

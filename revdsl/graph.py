@@ -1,0 +1,125 @@
+"""Stage 3: ir.Program -> networkx.DiGraph (a view of the IR, never its source of truth).
+
+Nodes are keyed by IR node id (ints) plus a few synthetic keys for rearrangements. Every node
+carries `kind` ('input', 'stream', 'op', 'out', 'const', 'restructure'), `label`, `op`, `shape`
+(symbolic), `span` (source position), and where it lives: `region` ('stem', 'segment',
+'transition', 'head'), `segment`, `block` and `step` (indices) when inside a segment. Edges go from
+producer to consumer; `kind` on an edge is 'data', 'update' (an update's value becoming the
+stream's next version), 'entry' or 'restructure'.
+
+The verifier asks ancestry questions of it ("which stream values does this function read?");
+`revdsl viz` draws it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import networkx as nx
+
+from revdsl import ir
+from revdsl.shapes import fmt_shape
+
+
+def build_graph(program: ir.Program) -> nx.DiGraph:
+    g = nx.DiGraph(name=program.name)
+    seen: set[int] = set()
+
+    def add_tree(roots: Iterable[ir.Node], **where: Any) -> None:
+        for node in ir.walk(list(roots), stop=seen):
+            seen.add(node.id)
+            _add_node(g, node, **where)
+            for child in ir.children(node):
+                if child.id not in g:
+                    _add_node(g, child, **where)
+                g.add_edge(child.id, node.id, kind="data")
+
+    for inp in program.inputs:
+        _add_node(g, inp, region="stem")
+        seen.add(inp.id)
+    segments_seen = 0
+    n_segments = len(program.segments)
+    for item in program.items:
+        if isinstance(item, ir.Assign):
+            if item.head:
+                region = "head"
+            elif segments_seen == 0:
+                region = "stem"
+            elif segments_seen == n_segments:
+                region = "head"
+            else:
+                region = "transition"
+            add_tree(item.values, region=region)
+            continue
+        seg_index = segments_seen
+        segments_seen += 1
+        for a in item.entry_assign:
+            add_tree(a.values, region="stem" if seg_index == 0 else "transition")
+        for e in item.entry:
+            _add_node(g, e.start, region="segment", segment=item.name, block=-1, step=-1)
+            seen.add(e.start.id)
+            g.add_edge(e.node.id, e.start.id, kind="entry")
+        for block in item.blocks:
+            for k, step in enumerate(flat_steps(block)):
+                where = {"region": "segment", "segment": item.name, "block": block.index,
+                         "step": k}
+                if isinstance(step, ir.Restructure):
+                    key = f"{item.name}.{block.index}.{k}.{step.op}"
+                    g.add_node(key, kind="restructure", label=step.op, op=step.op,
+                               shape=None, span=step.span, **where)
+                    for n in step.inputs:
+                        g.add_edge(n.id, key, kind="restructure")
+                    for n in step.outputs:
+                        _add_node(g, n, **where)
+                        seen.add(n.id)
+                        g.add_edge(key, n.id, kind="restructure")
+                    continue
+                add_tree([step.expr], **where)
+                _add_node(g, step.after, **where)
+                seen.add(step.after.id)
+                g.add_edge(step.expr.id, step.after.id, kind="update")
+    return g
+
+
+def flat_steps(block: ir.Block) -> list[ir.Update | ir.Create | ir.Restructure]:
+    """A block's steps in execution order: a phase runs its updates in reverse of the order
+    written (each update then sees the phase's inputs, as phase semantics require, provided
+    every read is of a scale earlier in the phase: the verifier checks that)."""
+    out: list[ir.Update | ir.Create | ir.Restructure] = []
+    for step in block.steps:
+        if isinstance(step, ir.Phase):
+            out.extend(reversed(step.steps))
+        else:
+            out.append(step)
+    return out
+
+
+def _add_node(g: nx.DiGraph, node: ir.Node, **where: Any) -> None:
+    if node.id in g and g.nodes[node.id].get("kind"):
+        return
+    attrs: dict[str, Any] = {"shape": node.shape, "span": node.span, **where}
+    if isinstance(node, ir.InputNode):
+        attrs.update(kind="input", label=node.name, op=None)
+    elif isinstance(node, ir.StreamNode):
+        attrs.update(kind="stream", label=f"{node.stream}@{node.version}", op=None,
+                     stream=node.stream, version=node.version)
+    elif isinstance(node, ir.OpNode):
+        attrs.update(kind="op", label=node.op, op=node.op)
+    elif isinstance(node, ir.OutNode):
+        attrs.update(kind="out", label=f"{node.source.op}[{node.index}]", op=None)
+    elif isinstance(node, ir.ConstNode):
+        attrs.update(kind="const", label=repr(node.value), op=None)
+    g.add_node(node.id, **attrs)
+
+
+def stream_reads(g: nx.DiGraph, node_id: int) -> set[int]:
+    """The stream values a node depends on within its step: ancestors, stopping at streams."""
+    within = nx.subgraph_view(g, filter_edge=lambda u, v: g.nodes[v].get("kind") != "stream")
+    return {n for n in nx.ancestors(within, node_id) if g.nodes[n].get("kind") == "stream"}
+
+
+def describe(g: nx.DiGraph, node_id: int) -> str:
+    d = g.nodes[node_id]
+    shape = d.get("shape")
+    return f"{d.get('label')} {fmt_shape(shape) if shape is not None else ''}".strip()

@@ -1,0 +1,45 @@
+"""The stages chained: text -> AST -> IR -> graph -> report -> source.
+
+Each function stops at a stage and returns its result; `RevdslError`s propagate to the caller
+(the CLI prints them, `revdsl.load` raises them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from revdsl import ir
+from revdsl.lower import lower
+from revdsl.parse import parse
+from revdsl.verify import Report, verify
+
+
+@dataclass(frozen=True)
+class Compiled:
+    program: ir.Program
+    report: Report
+    source: str | None = None
+
+
+def read_spec(path: str | Path) -> tuple[str, str]:
+    p = Path(path)
+    return p.read_text(encoding="utf-8"), str(path)
+
+
+def elaborate(text: str, name: str, overrides: dict[str, Any] | None = None) -> ir.Program:
+    return lower(parse(text, name), overrides)
+
+
+def check_text(text: str, name: str, overrides: dict[str, Any] | None = None) -> Report:
+    return verify(elaborate(text, name, overrides))
+
+
+def compile_text(text: str, name: str, overrides: dict[str, Any] | None = None) -> Compiled:
+    from revdsl.codegen.generate import generate
+
+    program = elaborate(text, name, overrides)
+    report = verify(program)
+    report.raise_if_failed()
+    return Compiled(program, report, generate(program, report))

@@ -1,0 +1,338 @@
+"""The reversible engine embedded in every generated module.
+
+This file is real, importable Python (tested directly), and code generation copies its
+definitions verbatim into each generated file, which therefore imports only torch.
+
+A generated block class describes itself to the engine with `STEPS`, a tuple of
+
+* `Couple(target, reads, fn, modules, stochastic, forward, inverse, delta)`: stream `target` is
+  replaced by `forward(target, *atoms)` where `atoms = block.<fn>(*reads)`; `inverse` undoes it
+  (derived by the prover); `delta(*atoms)` is given when the update is `target + delta`;
+* `Create(target, reads, fn, modules, stochastic, combine)`: a new stream `combine(*atoms)`;
+* `Permute(inputs, outputs, forward, inverse)`: a rearrangement of streams (chunk, cat,
+  space-to-depth) whose adjoint is its inverse.
+
+`ReversibleSegment` runs a list of blocks. With `reversible=True` under autograd it runs them inside
+one `autograd.Function` that keeps only the segment's outputs; the backward walks the blocks in
+reverse, recomputes each function once with grad enabled, rebuilds the step's input from its
+output with the proved inverse, and computes the gradients in the same pass. Parameter gradients
+are returned from the Function (not accumulated behind autograd's back), so DDP's hooks and
+`torch.compile`'s view of the graph see an ordinary op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+
+class Couple(NamedTuple):
+    target: str
+    reads: tuple[str, ...]
+    fn: str
+    modules: tuple[str, ...]
+    stochastic: bool
+    forward: Any
+    inverse: Any
+    delta: Any = None
+
+
+class Create(NamedTuple):
+    target: str
+    reads: tuple[str, ...]
+    fn: str
+    modules: tuple[str, ...]
+    stochastic: bool
+    combine: Any
+
+
+class Permute(NamedTuple):
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    forward: Any
+    inverse: Any
+
+
+class _RecomputeFlag(threading.local):
+    active = False
+
+
+_RECOMPUTE = _RecomputeFlag()
+
+
+def is_recomputing() -> bool:
+    """True while the reversible backward recomputes a block's functions (BatchNorm checks this,
+    so running statistics are updated once per training step, not twice)."""
+    return _RECOMPUTE.active
+
+
+@contextlib.contextmanager
+def _recomputing() -> Any:
+    previous = _RECOMPUTE.active
+    _RECOMPUTE.active = True
+    try:
+        yield
+    finally:
+        _RECOMPUTE.active = previous
+
+
+def _autocast_state(device_type: str) -> tuple[bool, torch.dtype, bool]:
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+        dtype = torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # torch < 2.4
+        if device_type == "cpu":
+            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        else:
+            enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return enabled, dtype, torch.is_autocast_cache_enabled()
+
+
+def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    extra = None
+    if device.type != "cpu":
+        extra = getattr(torch, device.type).get_rng_state(device)
+    return torch.get_rng_state(), extra
+
+
+def _set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        getattr(torch, device.type).set_rng_state(state[1], device)
+
+
+def _atoms(value: Any) -> tuple[torch.Tensor, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _step_params(block: nn.Module, step: Any) -> list[nn.Parameter]:
+    return [
+        p for name in step.modules for p in getattr(block, name).parameters() if p.requires_grad
+    ]
+
+
+def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[str, Any],
+              rng: list[Any] | None) -> dict[str, torch.Tensor]:
+    """Run one block's STEPS forward on `state` (stream name -> tensor), recording RNG states."""
+    state = dict(state)
+    for step in block.STEPS:
+        if isinstance(step, Permute):
+            outs = step.forward(*[state.pop(n) for n in step.inputs])
+            state.update(zip(step.outputs, _atoms(outs), strict=True))
+            continue
+        if rng is not None and step.stochastic:
+            rng.append(_rng_state(state[step.reads[0]].device if step.reads else
+                                  next(iter(state.values())).device))
+        atoms = _atoms(getattr(block, step.fn)(*[state[r] for r in step.reads], **options))
+        if isinstance(step, Couple):
+            state[step.target] = step.forward(state[step.target], *atoms)
+        else:
+            state[step.target] = step.combine(*atoms)
+    return state
+
+
+def _accumulate(slots: list[Any], index: dict[int, int], params: list[nn.Parameter],
+                grads: tuple[Any, ...]) -> None:
+    for p, g in zip(params, grads, strict=True):
+        if g is None:
+            continue
+        i = index[id(p)]
+        slots[i] = g if slots[i] is None else slots[i] + g
+
+
+def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
+                   grads: dict[str, torch.Tensor], options: dict[str, Any], rng: list[Any],
+                   index: dict[int, int], slots: list[Any]) -> None:
+    """Undo one block in place on `state`/`grads`: rebuild its inputs and backpropagate.
+
+    Each step's functions are recomputed once with grad enabled; the same values serve the
+    reconstruction (through the proved inverse) and the gradient.
+    """
+    for step in reversed(block.STEPS):
+        if isinstance(step, Permute):
+            outs = [state.pop(n) for n in step.outputs]
+            gouts = [grads.pop(n) for n in step.outputs]
+            state.update(zip(step.inputs, _atoms(step.inverse(*outs)), strict=True))
+            grads.update(zip(step.inputs, _atoms(step.inverse(*gouts)), strict=True))
+            continue
+        if step.stochastic and rng:
+            _set_rng_state(state[step.target].device, rng.pop())
+        reads = [state[r].detach().requires_grad_(True) for r in step.reads]
+        params = _step_params(block, step)
+        with torch.enable_grad():
+            atoms = _atoms(getattr(block, step.fn)(*reads, **options))
+        if isinstance(step, Couple):
+            y = state[step.target]
+            dy = grads[step.target]
+            with torch.no_grad():
+                x = step.inverse(y, *[a.detach() for a in atoms])
+            if step.delta is not None:
+                with torch.enable_grad():
+                    out = step.delta(*atoms)
+                inputs = [*reads, *params]
+                dx = dy
+            else:
+                x = x.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    out = step.forward(x, *atoms)
+                inputs = [x, *reads, *params]
+                dx = None
+            del y
+            if out.requires_grad:
+                got = torch.autograd.grad(out, inputs, dy, allow_unused=True)
+            else:
+                got = (None,) * len(inputs)
+            del out, atoms
+            if dx is None:
+                dx = got[0] if got[0] is not None else torch.zeros_like(dy)
+                got = got[1:]
+                x = x.detach()
+            state[step.target] = x
+            grads[step.target] = dx
+        else:
+            state.pop(step.target)
+            dnew = grads.pop(step.target)
+            with torch.enable_grad():
+                out = step.combine(*atoms)
+            inputs = [*reads, *params]
+            if out.requires_grad:
+                got = torch.autograd.grad(out, inputs, dnew, allow_unused=True)
+            else:
+                got = (None,) * len(inputs)
+            del out, atoms
+        for name, g in zip(step.reads, got[: len(reads)], strict=True):
+            if g is not None:
+                grads[name] = grads[name] + g
+        _accumulate(slots, index, params, got[len(reads):])
+
+
+class _ReversibleFunction(torch.autograd.Function):
+    """Runs a segment without a graph; its backward rebuilds activations from the outputs."""
+
+    @staticmethod
+    def forward(ctx: Any, segment: ReversibleSegment, options: dict[str, Any], n: int,
+                *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        streams, params = args[:n], args[n:]
+        device = streams[0].device
+        ctx.segment, ctx.options, ctx.params = segment, options, params
+        ctx.autocast = _autocast_state(device.type)
+        record = segment.training and any(b.STOCHASTIC for b in segment.blocks)
+        ctx.rng = [] if record else None
+        state = dict(zip(segment.inputs, streams, strict=True))
+        with torch.no_grad():
+            for block in segment.blocks:
+                if segment.trace is not None:
+                    segment.trace.append(("forward", {k: v.clone() for k, v in state.items()}))
+                state = run_block(block, state, options, ctx.rng)
+        outs = tuple(state[name].detach() for name in segment.outputs)
+        ctx.save_for_backward(*outs)
+        return outs
+
+    @staticmethod
+    def backward(ctx: Any, *douts: torch.Tensor | None) -> tuple[Any, ...]:
+        segment = ctx.segment
+        outs = ctx.saved_tensors
+        state = {n: t.detach() for n, t in zip(segment.outputs, outs, strict=True)}
+        grads = {
+            n: (g if g is not None else torch.zeros_like(t))
+            for n, g, t in zip(segment.outputs, douts, outs, strict=True)
+        }
+        params = ctx.params
+        index = {id(p): i for i, p in enumerate(params)}
+        slots: list[Any] = [None] * len(params)
+        rng = list(ctx.rng) if ctx.rng else []
+        device = outs[0].device
+        enabled, dtype, cache = ctx.autocast
+        forked = torch.random.fork_rng(
+            devices=[device] if device.type != "cpu" else [], enabled=bool(rng),
+            device_type=device.type if device.type != "cpu" else "cuda",
+        )
+        with forked, _recomputing(), torch.autocast(
+            device.type, dtype=dtype, enabled=enabled, cache_enabled=cache
+        ):
+            for block in reversed(segment.blocks):
+                backward_block(block, state, grads, ctx.options, rng, index, slots)
+                if segment.trace is not None:
+                    segment.trace.append(("backward", {k: v.clone() for k, v in state.items()}))
+        din = tuple(grads[n] for n in segment.inputs)
+        return (None, None, None, *din, *slots)
+
+
+class ReversibleSegment(nn.Module):
+    """A sequence of reversible blocks over named streams.
+
+    `forward(*streams, reversible=True, checkpoint=False, **options)`: with `reversible` (and
+    autograd active) activations inside the segment are not stored, only the outputs; without it
+    the blocks run under plain autograd (optionally each under `torch.utils.checkpoint`).
+    Set `trace` to a list to record block inputs in the forward and their reconstructions in the
+    backward (for testing).
+    """
+
+    def __init__(self, blocks: list[nn.Module], inputs: tuple[str, ...],
+                 outputs: tuple[str, ...]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.inputs = inputs
+        self.outputs = outputs
+        self.trace: list[Any] | None = None
+
+    def forward(self, *streams: torch.Tensor, reversible: bool = True, checkpoint: bool = False,
+                **options: Any) -> tuple[torch.Tensor, ...]:
+        if reversible and torch.is_grad_enabled():
+            params = [p for p in self.parameters() if p.requires_grad]
+            if params or any(s.requires_grad for s in streams):
+                return _ReversibleFunction.apply(self, options, len(streams), *streams, *params)
+        state = dict(zip(self.inputs, streams, strict=True))
+        for block in self.blocks:
+            args = [state[n] for n in block.INPUTS]
+            if checkpoint and torch.is_grad_enabled():
+                outs = torch.utils.checkpoint.checkpoint(
+                    block, *args, use_reentrant=False, **options
+                )
+            else:
+                outs = block(*args, **options)
+            state = dict(zip(block.OUTPUTS, _atoms(outs), strict=True))
+        return tuple(state[n] for n in self.outputs)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a whole sample's update with probability `rate` (training only)."""
+
+    def __init__(self, rate: float = 0.0) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rate == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
+def init_weights(module: nn.Module) -> None:
+    """ViT-style initialisation: truncated-normal(0.02) linear weights, zero biases, unit norms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def check_option(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """Raise a clear error when a call-time option is not one of the spec's choices."""
+    for c in choices:
+        if value == c or (isinstance(c, float) and isinstance(value, int | float)
+                          and math.isclose(value, c)):
+            return
+    raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")

@@ -1,0 +1,106 @@
+"""Runtime layers for transformer-style ops (copied into generated modules as needed).
+
+Each class here is what a catalogue op with `module="<Class>"` constructs. They import only torch
+and keep timm's parameter layout where there is one (qkv/proj, fc1/fc2), so weights are familiar.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+
+class PatchEmbed(nn.Module):
+    """A strided convolution from an image to tokens: [B, C, H, W] -> [B, N, dim]
+    (or [B, H', W', dim] with flatten=False)."""
+
+    def __init__(self, in_chans: int, dim: int, patch: int, stride: int | None = None,
+                 padding: int = 0, flatten: bool = True) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, patch, stride or patch, padding)
+        self.flatten = flatten
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)
+        if self.flatten:
+            return x.flatten(2).transpose(1, 2)
+        return x.permute(0, 2, 3, 1)
+
+
+class PosEmbed(nn.Module):
+    """A learned table added to every sample (absolute position embedding)."""
+
+    def __init__(self, *shape: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, *shape))
+        nn.init.trunc_normal_(self.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over all tokens of x ([B, *tokens, C]); no residual inside."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = attn_drop
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        b, c = shape[0], shape[-1]
+        x = x.reshape(b, -1, c)
+        n = x.shape[1]
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        drop = self.attn_drop if self.training else 0.0
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        x = x.transpose(1, 2).reshape(b, n, c)
+        return self.proj_drop(self.proj(x)).reshape(shape)
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> Linear over the last dim."""
+
+    def __init__(self, dim: int, hidden: int, out: int | None = None, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, out or dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class LayerScale(nn.Module):
+    """Multiply by a learned per-channel scale, initialised small (CaiT's LayerScale)."""
+
+    def __init__(self, dim: int, init: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class ClassToken(nn.Module):
+    """Insert a learned class token before (or after) the tokens of a [B, N, C] sequence."""
+
+    def __init__(self, dim: int, position: str = "first") -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.trunc_normal_(self.token, std=0.02)
+        self.position = position
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        token = self.token.expand(x.shape[0], -1, -1)
+        if self.position == "last":
+            return torch.cat([x, token], dim=1)
+        return torch.cat([token, x], dim=1)

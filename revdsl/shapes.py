@@ -1,0 +1,110 @@
+"""Symbolic shapes.
+
+A shape is a tuple of sympy expressions. The batch size is the symbol `B`; other dimensions that a
+spec leaves open (an input's height when several sizes are allowed, a call-time keep rate, a model
+argument such as `num_classes`) are symbols too, so one check covers every value they can take.
+Equality of dimensions is proved with sympy (`same`), never assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import sympy
+
+Shape = tuple[sympy.Expr, ...]
+
+B = sympy.Symbol("B", integer=True, positive=True)
+
+
+def dim_symbol(name: str) -> sympy.Symbol:
+    """A free dimension (positive integer)."""
+    return sympy.Symbol(name, integer=True, positive=True)
+
+
+def to_expr(value: object) -> sympy.Expr:
+    """A python number or sympy expression as a sympy expression (floats made exact)."""
+    if isinstance(value, sympy.Basic):
+        return value  # type: ignore[return-value]
+    if isinstance(value, bool):
+        return sympy.Integer(int(value))
+    if isinstance(value, int):
+        return sympy.Integer(value)
+    if isinstance(value, float):
+        return sympy.nsimplify(value, rational=True)
+    raise TypeError(f"not a dimension: {value!r}")
+
+
+def shape(*dims: object) -> Shape:
+    return tuple(to_expr(d) for d in dims)
+
+
+def same(a: object, b: object) -> bool:
+    """True when the two dimensions are provably equal for every value of their symbols."""
+    ea, eb = to_expr(a), to_expr(b)
+    if ea == eb:
+        return True
+    diff = sympy.simplify(ea - eb)
+    return bool(diff == 0)
+
+
+def same_shape(a: Sequence[object], b: Sequence[object]) -> bool:
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+
+
+def broadcast(shapes: Iterable[Shape]) -> Shape | None:
+    """The broadcast of several shapes (numpy rules), or None if they do not broadcast."""
+    shapes = [tuple(s) for s in shapes]
+    rank = max((len(s) for s in shapes), default=0)
+    out: list[sympy.Expr] = []
+    for i in range(rank):
+        dims = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]
+        cur: sympy.Expr = sympy.Integer(1)
+        for d in dims:
+            if same(d, 1):
+                continue
+            if same(cur, 1):
+                cur = d
+            elif not same(cur, d):
+                return None
+        out.append(cur)
+    return tuple(out)
+
+
+def numel(s: Sequence[object]) -> sympy.Expr:
+    n: sympy.Expr = sympy.Integer(1)
+    for d in s:
+        n = n * to_expr(d)
+    return n
+
+
+def per_sample(s: Sequence[object]) -> sympy.Expr:
+    """Elements per sample: the product of the dims with the batch symbol divided out."""
+    return sympy.simplify(numel(s) / B) if numel(s).has(B) else numel(s)
+
+
+def fmt_dim(d: object) -> str:
+    e = to_expr(d)
+    return str(e)
+
+
+def fmt_shape(s: Sequence[object]) -> str:
+    return "[" + ", ".join(fmt_dim(d) for d in s) + "]"
+
+
+def is_concrete(d: object) -> bool:
+    return bool(to_expr(d).is_number)
+
+
+def as_int(d: object) -> int | None:
+    e = to_expr(d)
+    if e.is_Integer:
+        return int(e)
+    return None
+
+
+def evaluate(expr: object, values: dict[str, object]) -> sympy.Expr:
+    """Substitute named symbols (e.g. model-argument defaults, B=1) into an expression."""
+    e = to_expr(expr)
+    subs = {s: to_expr(values[s.name]) for s in e.free_symbols if s.name in values}
+    return e.subs(subs) if subs else e

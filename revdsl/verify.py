@@ -1,0 +1,477 @@
+"""Stage 4: ir.Program (+ its graph) -> Report. The invertibility verifier.
+
+For every reversible segment it walks the steps in execution order (a phase's updates run in
+reverse of the order written, which is what makes a strictly triangular phase correct) and
+discharges one obligation per step:
+
+* Update of stream t to h(t, a1..ak): each atom a_i is an opaque function; the graph's ancestry
+  (within the step) says which stream values it reads. Every read must be the current value of a
+  stream other than t (a read of t, or of a value some update has since replaced, makes the update
+  impossible to undo from the outputs). Every atom must broadcast to t's shape. Then the prover
+  (prover.py) decides whether h is a bijection in t and derives the inverse.
+* Create (a new stream from others): an injective extension; its reads are checked the same way.
+* Restructure (chunk/cat/space_to_depth): a catalogued bijection.
+
+Everything else (stems, stream duplication, transitions, pruning, heads) is a stored boundary:
+the report lists what plain autograd keeps there, per sample. All failures are collected, so a user
+sees every problem at once; unknown is never treated as proved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import sympy
+
+from revdsl import catalogue, ir
+from revdsl.errors import Diagnostics, NotInvertibleError, RevdslError, ShapeError
+from revdsl.graph import build_graph, flat_steps, stream_reads
+from revdsl.prover import T, Proof, atom_symbols, prove_update
+from revdsl.shapes import Shape, broadcast, fmt_shape, per_sample, same_shape, to_expr
+from revdsl.source import Span
+
+BYTES_PER_ELEMENT = 4  # float32 activations
+
+
+@dataclass(frozen=True)
+class StepProof:
+    """The obligation of one step and how it was discharged."""
+
+    segment: str
+    block: int
+    index: int  # position in the block's execution order (graph.flat_steps)
+    kind: str  # 'update' | 'create' | 'restructure'
+    target: str
+    span: Span | None
+    verdict: str  # 'proved' | 'refuted' | 'unknown'
+    reason: str
+    step: ir.Update | ir.Create | ir.Restructure
+    atoms: tuple[ir.Node, ...] = ()
+    reads: tuple[str, ...] = ()
+    formula: sympy.Expr | None = None  # h(t, a0..) in prover symbols
+    proof: Proof | None = None
+    phase: str | None = None
+    errors: tuple[RevdslError, ...] = ()
+
+    @property
+    def proved(self) -> bool:
+        return self.verdict == "proved" and not self.errors
+
+    @property
+    def inverse(self) -> sympy.Expr | None:
+        return self.proof.inverse if self.proof else None
+
+
+@dataclass(frozen=True)
+class Stored:
+    what: str
+    shape: Shape
+    bytes_per_sample: sympy.Expr
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """A non-invertible part: activations are stored here for the backward."""
+
+    kind: str  # 'stem' | 'transition' | 'head' | 'segment'
+    name: str
+    span: Span | None
+    ops: tuple[str, ...]
+    stored: tuple[Stored, ...]
+    note: str = ""
+
+    @property
+    def bytes_per_sample(self) -> sympy.Expr:
+        total: sympy.Expr = sympy.Integer(0)
+        for s in self.stored:
+            total = total + s.bytes_per_sample
+        return sympy.simplify(total)
+
+
+@dataclass(frozen=True)
+class Report:
+    program: ir.Program
+    graph: nx.DiGraph = field(repr=False)
+    steps: tuple[StepProof, ...]
+    boundaries: tuple[Boundary, ...]
+
+    @property
+    def errors(self) -> tuple[RevdslError, ...]:
+        return tuple(e for s in self.steps for e in s.errors)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.proved for s in self.steps)
+
+    def step(self, segment: str, block: int, index: int) -> StepProof:
+        return self._index[(segment, block, index)]
+
+    @property
+    def _index(self) -> dict[tuple[str, int, int], StepProof]:
+        cache = self.__dict__.get("_cache")
+        if cache is None:
+            cache = {(s.segment, s.block, s.index): s for s in self.steps}
+            object.__setattr__(self, "_cache", cache)
+        return cache
+
+    def raise_if_failed(self) -> None:
+        if not self.ok:
+            raise Diagnostics(self.errors)
+
+
+def verify(program: ir.Program, graph: nx.DiGraph | None = None) -> Report:
+    g = graph if graph is not None else build_graph(program)
+    steps: list[StepProof] = []
+    for seg in program.segments:
+        steps.extend(_verify_segment(program, seg, g))
+    return Report(program=program, graph=g, steps=tuple(steps),
+                  boundaries=tuple(boundaries(program)))
+
+
+# ---- one segment ------------------------------------------------------------------------------
+
+
+def _verify_segment(program: ir.Program, seg: ir.Segment, g: nx.DiGraph) -> list[StepProof]:
+    current: dict[str, ir.StreamNode] = {e.stream: e.start for e in seg.entry}
+    out: list[StepProof] = []
+    for block in seg.blocks:
+        phase_of: dict[int, tuple[str | None, list[ir.Update | ir.Create]]] = {}
+        for st in block.steps:
+            if isinstance(st, ir.Phase):
+                for u in st.steps:
+                    phase_of[id(u)] = (st.name, list(st.steps))
+        for k, step in enumerate(flat_steps(block)):
+            phase = phase_of.get(id(step))
+            if isinstance(step, ir.Restructure):
+                opdef = catalogue.get(step.op)
+                assert opdef is not None and opdef.inverse
+                out.append(StepProof(
+                    segment=seg.name, block=block.index, index=k, kind="restructure",
+                    target=", ".join(n.stream for n in step.outputs), span=step.span,
+                    verdict="proved",
+                    reason=f"{step.op} only rearranges elements; {opdef.inverse} undoes it",
+                    step=step,
+                ))
+                for n in step.inputs:
+                    current.pop(n.stream, None)
+                for n in step.outputs:
+                    current[n.stream] = n
+                continue
+            out.append(_verify_step(seg, block, k, step, current, g, phase))
+            current[step.target] = step.after
+    return out
+
+
+def _model(step: ir.Update | ir.Create) -> tuple[sympy.Expr, list[ir.Node]]:
+    """The update formula over T (the old value) and atom symbols, and the atoms' nodes."""
+    before = step.before if isinstance(step, ir.Update) else None
+    atoms: list[ir.Node] = []
+    index: dict[int, int] = {}
+    memo: dict[int, sympy.Expr] = {}
+
+    def atom(node: ir.Node) -> sympy.Expr:
+        if node.id not in index:
+            index[node.id] = len(atoms)
+            atoms.append(node)
+        return sympy.Symbol(f"a{index[node.id]}", real=True)
+
+    def go(node: ir.Node) -> sympy.Expr:
+        if node.id in memo:
+            return memo[node.id]
+        if before is not None and node is before:
+            e: sympy.Expr = T
+        elif isinstance(node, ir.ConstNode):
+            e = to_expr(node.value)
+        elif isinstance(node, ir.OpNode) and node.attr("__problem__") is None and (
+            (opdef := catalogue.get(node.op)) is not None and opdef.kind == "algebra"
+        ):
+            assert opdef.sympy_model is not None
+            args = [go(c) for c in node.inputs]
+            attrs = {k: v for k, v in node.attrs}
+            e = opdef.sympy_model(*args, **attrs)
+        else:
+            e = atom(node)
+        memo[node.id] = e
+        return e
+
+    return go(step.expr), atoms
+
+
+def _verify_step(seg: ir.Segment, block: ir.Block, k: int, step: ir.Update | ir.Create,
+                 current: dict[str, ir.StreamNode], g: nx.DiGraph,
+                 phase: tuple[str | None, list[ir.Update | ir.Create]] | None) -> StepProof:
+    kind = "update" if isinstance(step, ir.Update) else "create"
+    formula, atoms = _model(step)
+    errors: list[RevdslError] = []
+    target = step.target
+    reads: dict[str, None] = {}
+    # 1. what each opaque function reads (ancestry within the step, in the graph)
+    for node in atoms:
+        stream_ids = {node.id} if isinstance(node, ir.StreamNode) else stream_reads(g, node.id)
+        for sid in sorted(stream_ids):
+            d = g.nodes[sid]
+            name, version = d["stream"], d["version"]
+            where = node.span or step.span
+            if name == target:
+                errors.append(NotInvertibleError(
+                    f"{target} is updated by a function that reads {target}, so the update "
+                    "cannot be undone",
+                    where,
+                    [f"{_fn(node)} depends on {target}"
+                     + ("" if isinstance(step, ir.Update) and version == step.before.version
+                        else f" as it was before an earlier update (version {version})"),
+                     "a coupling step may read only the other streams"],
+                ))
+                continue
+            cur = current.get(name)
+            if cur is None or cur.version != version:
+                errors.append(_stale_read(step, node, name, version, cur, phase))
+                continue
+            reads[name] = None
+    # 2. shapes: a coupling never changes its stream's shape
+    if isinstance(step, ir.Update):
+        errors.extend(_shape_errors(step, atoms))
+    for node in ir.walk([step.expr], stop={n.id for n in atoms}):
+        problem = node.attr("__problem__") if isinstance(node, ir.OpNode) else None
+        if problem and not any(isinstance(e, ShapeError) for e in errors):
+            errors.append(ShapeError(f"{target}: {problem}", node.span or step.span))
+    proof = None
+    if kind == "create":
+        verdict = "proved" if not errors else "refuted"
+        reason = ("a new stream computed from the others: dropped again in the inverse, "
+                  "its gradient flows into what it read")
+    elif errors:
+        verdict, reason = "refuted", errors[0].message
+    else:
+        proof = prove_update(formula, len(atoms))
+        verdict, reason = proof.verdict, proof.reason
+        if not proof.proved:
+            errors.append(NotInvertibleError(
+                f"the update of {target} cannot be undone: {reason}"
+                if proof.verdict == "refuted"
+                else f"revdsl cannot prove that the update of {target} can be undone: {reason}",
+                step.span,
+                [f"update: {target} <- {_display(formula, target, atoms)}"],
+            ))
+    return StepProof(
+        segment=seg.name, block=block.index, index=k, kind=kind, target=target, span=step.span,
+        verdict=verdict, reason=reason, step=step, atoms=tuple(atoms), reads=tuple(reads),
+        formula=formula, proof=proof, phase=phase[0] if phase else None, errors=tuple(errors),
+    )
+
+
+def _stale_read(step: ir.Update | ir.Create, node: ir.Node, name: str, version: int,
+                cur: ir.StreamNode | None,
+                phase: tuple[str | None, list[ir.Update | ir.Create]] | None) -> RevdslError:
+    where = node.span or step.span
+    if cur is None:
+        return NotInvertibleError(
+            f"the update of {step.target} reads {name}, which no longer exists at this point",
+            where,
+        )
+    if phase is not None:
+        later = [u for u in phase[1] if u.target == name]
+        if later:
+            return NotInvertibleError(
+                f"the update of {step.target} reads {name}, which this phase updates later "
+                f"(line {later[0].span.line if later[0].span else '?'}), so the phase cannot be "
+                "undone in any order",
+                where,
+                ["in a phase, an update may read only streams that are updated before it "
+                 "(earlier in the phase) or not at all"],
+            )
+    return NotInvertibleError(
+        f"the update of {step.target} reads an earlier value of {name}, which a later update "
+        "has replaced; it is not available when this step is undone",
+        where,
+        [f"{_fn(node)} was computed from {name} before its update"],
+    )
+
+
+def _shape_errors(step: ir.Update, atoms: list[ir.Node]) -> list[RevdslError]:
+    target_shape = step.before.shape
+    errs: list[RevdslError] = []
+    whole = step.expr.shape
+    for node in atoms:
+        b = broadcast([node.shape, target_shape])
+        if b is not None and same_shape(b, target_shape):
+            continue
+        culprit = _shape_culprit(node, target_shape)
+        hint = []
+        if culprit is not None:
+            opdef = catalogue.get(culprit.op)
+            if opdef is not None and opdef.coupling_hint is not None:
+                msg = opdef.coupling_hint(culprit.attr_dict)
+                if msg:
+                    hint.append(msg)
+        where = (culprit.span if culprit is not None else None) or node.span or step.span
+        errs.append(ShapeError(
+            f"the function applied to {step.target} has shape {fmt_shape(node.shape)}, but "
+            f"{step.target} has shape {fmt_shape(target_shape)}: a reversible step cannot "
+            "change a stream's shape",
+            where,
+            hint or ["a change of resolution, width or token count belongs in a stored "
+                     "transition between reversible segments"],
+        ))
+        return errs
+    if not same_shape(whole, target_shape) and not errs:
+        errs.append(ShapeError(
+            f"the new value of {step.target} has shape {fmt_shape(whole)}, but {step.target} "
+            f"has shape {fmt_shape(target_shape)}",
+            step.span,
+        ))
+    return errs
+
+
+def _shape_culprit(node: ir.Node, target: Shape) -> ir.OpNode | None:
+    """The first op (in dataflow order) whose output shape departs from the target shape."""
+    for n in ir.walk([node]):
+        if isinstance(n, ir.OpNode) and not same_shape(n.shape, target) and all(
+            same_shape(c.shape, target) for c in n.inputs
+        ):
+            return n
+    return None
+
+
+def _fn(node: ir.Node) -> str:
+    if isinstance(node, ir.OpNode):
+        return f"{node.op}(...)" + (f" at line {node.span.line}" if node.span else "")
+    if isinstance(node, ir.StreamNode):
+        return node.stream
+    if isinstance(node, ir.OutNode):
+        return f"{node.source.op}(...)"
+    return "the function"
+
+
+def describe_atom(node: ir.Node, limit: int = 4) -> str:
+    """A short readable form of an opaque function: `drop_path(attention(layernorm(x2)))`."""
+    if isinstance(node, ir.StreamNode):
+        return node.stream
+    if isinstance(node, ir.InputNode):
+        return node.name
+    if isinstance(node, ir.ConstNode):
+        return repr(node.value)
+    if isinstance(node, ir.OutNode):
+        return f"{describe_atom(node.source, limit)}[{node.index}]"
+    assert isinstance(node, ir.OpNode)
+    if limit <= 0:
+        return f"{node.op}(...)"
+    args = ", ".join(describe_atom(c, limit - 1) for c in node.inputs)
+    return f"{node.op}({args})"
+
+
+def _display(formula: sympy.Expr, target: str, atoms: list[ir.Node] | tuple[ir.Node, ...],
+             old: sympy.Symbol = T) -> str:
+    from revdsl.pyprint import py_expr
+
+    names = {old: target}
+    for i, sym in enumerate(atom_symbols(len(atoms))):
+        names[sym] = f"f{i + 1}" if len(atoms) > 1 else "f"
+    return py_expr(formula, names, first=old)
+
+
+def display_formula(sp: StepProof, which: str = "forward") -> str:
+    """`x1 + f` style text of the forward formula or the proved inverse."""
+    if sp.formula is None:
+        return ""
+    if which == "forward":
+        return _display(sp.formula, sp.target, sp.atoms)
+    assert sp.inverse is not None
+    from revdsl.prover import Y
+
+    return _display(sp.inverse, sp.target, sp.atoms, old=Y)
+
+
+# ---- stored boundaries ------------------------------------------------------------------------
+
+
+def boundaries(program: ir.Program) -> list[Boundary]:
+    """What is stored for the backward outside the reversible functions, region by region."""
+    out: list[Boundary] = []
+    seen: set[int] = {n.id for n in program.inputs}
+    region: list[ir.Assign] = []
+    n_seg = len(program.segments)
+    done_segments = 0
+
+    def flush(kind: str, name: str) -> None:
+        nonlocal region
+        if not region:
+            return
+        roots = [v for a in region for v in a.values]
+        ops, stored = _stored_by(roots, seen)
+        out.append(Boundary(kind=kind, name=name, span=region[0].span, ops=tuple(ops),
+                            stored=tuple(stored)))
+        region = []
+
+    def region_kind() -> str:
+        if done_segments == 0:
+            return "stem"
+        return "head" if done_segments == n_seg else "transition"
+
+    for item in program.items:
+        if isinstance(item, ir.Assign):
+            if item.head and done_segments < n_seg:
+                flush(region_kind(), region_kind())
+            region.append(item)
+            continue
+        region.extend(item.entry_assign)
+        kind = region_kind()
+        flush(kind, kind if kind != "transition" else f"transition before {item.name}")
+        stored = tuple(
+            Stored(f"{n.stream} (segment output)", n.shape,
+                   per_sample(n.shape) * BYTES_PER_ELEMENT)
+            for n in item.exits
+        )
+        for e in item.entry:
+            seen.add(e.start.id)
+        out.append(Boundary(
+            kind="segment", name=item.name, span=item.span, ops=(), stored=stored,
+            note=f"{len(item.blocks)} reversible blocks; only the outputs are kept",
+        ))
+        for n in item.exits:
+            seen.add(n.id)
+        done_segments += 1
+    flush("head", "head")
+    return out
+
+
+def _stored_by(roots: list[ir.Node], seen: set[int]) -> tuple[list[str], list[Stored]]:
+    ops: list[str] = []
+    stored: list[Stored] = []
+    for node in ir.walk(roots, stop=seen):
+        seen.add(node.id)
+        if not isinstance(node, ir.OpNode):
+            continue
+        opdef = catalogue.get(node.op)
+        assert opdef is not None
+        ops.append(node.op)
+        in_shapes = [c.shape for c in node.inputs]
+        for shape in opdef.saved(in_shapes, list(node.out_shapes), node.attr_dict):
+            stored.append(Stored(f"{node.op}", tuple(shape),
+                                 per_sample(shape) * BYTES_PER_ELEMENT))
+    return ops, stored
+
+
+def evaluate(expr: Any, program: ir.Program) -> sympy.Expr:
+    """Substitute model-argument defaults (and option defaults) into an expression."""
+    e = to_expr(expr)
+    values: dict[sympy.Symbol, Any] = {}
+    for p in program.params:
+        if p.symbol is not None:
+            values[p.symbol] = to_expr(p.default)
+    for o in program.options:
+        if o.symbol is not None:
+            values[o.symbol] = to_expr(o.default)
+    return sympy.simplify(e.subs(values))
+
+
+def check(program: ir.Program) -> Report:
+    """Verify and raise a Diagnostics error listing every failure."""
+    report = verify(program)
+    report.raise_if_failed()
+    return report
+
+
+__all__ = ["Boundary", "Report", "StepProof", "check", "verify"]
