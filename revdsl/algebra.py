@@ -10,7 +10,7 @@ from __future__ import annotations
 import sympy
 
 
-class sigmoid(sympy.Function):  # noqa: N801  (reads like the torch function it models)
+class sigmoid(sympy.Function):
     """1 / (1 + exp(-x)): real and strictly positive for real x."""
 
     nargs = 1
@@ -43,7 +43,7 @@ class sigmoid(sympy.Function):  # noqa: N801  (reads like the torch function it 
         return (1 / (1 + sympy.exp(-self.args[0])))._eval_evalf(prec)  # type: ignore[no-any-return]
 
 
-class gelu(sympy.Function):  # noqa: N801
+class gelu(sympy.Function):
     """x · Φ(x) with Φ the standard normal CDF (the exact, erf-based GELU)."""
 
     nargs = 1

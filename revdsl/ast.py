@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from revdsl.source import Span
 
+
 def _span() -> Span | None:
     """A span field: not part of equality or repr."""
     return field(default=None, compare=False, repr=False)  # type: ignore[no-any-return]

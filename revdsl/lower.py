@@ -242,7 +242,7 @@ class _Elaborator:
 
     _loop_depth = 0
 
-    def s_ModelDecl(self, s: ast.ModelDecl) -> None:  # noqa: N802
+    def s_ModelDecl(self, s: ast.ModelDecl) -> None:
         self._top_only(s, "`model`")
         if self.model_name is not None:
             raise SpecNameError("`model` is declared twice", s.span)
@@ -251,7 +251,7 @@ class _Elaborator:
         self._check_ident(s.name, s.span, "model")
         self.model_name = s.name
 
-    def s_ParamDecl(self, s: ast.ParamDecl) -> None:  # noqa: N802
+    def s_ParamDecl(self, s: ast.ParamDecl) -> None:
         self._top_only(s, f"`{s.kind}`")
         self._check_ident(s.name, s.name_span, "parameter")
         if any(p.name == s.name for p in self.params):
@@ -281,7 +281,7 @@ class _Elaborator:
             )
             self.bind(s.name, value)
 
-    def s_OptionDecl(self, s: ast.OptionDecl) -> None:  # noqa: N802
+    def s_OptionDecl(self, s: ast.OptionDecl) -> None:
         self._top_only(s, "`option`")
         self._check_ident(s.name, s.span, "option")
         choices = self.ct(s.choices)
@@ -304,7 +304,7 @@ class _Elaborator:
         )
         self.bind(s.name, ir.RuntimeRef(s.name, sym))
 
-    def s_InputDecl(self, s: ast.InputDecl) -> None:  # noqa: N802
+    def s_InputDecl(self, s: ast.InputDecl) -> None:
         self._top_only(s, "`input`")
         self._check_ident(s.name, s.span, "input")
         dims: list[sympy.Expr] = []
@@ -326,7 +326,7 @@ class _Elaborator:
     def _defined(self, name: str) -> bool:
         return any(name in sc for sc in self.scopes)
 
-    def s_OutputDecl(self, s: ast.OutputDecl) -> None:  # noqa: N802
+    def s_OutputDecl(self, s: ast.OutputDecl) -> None:
         self._top_only(s, "`output`")
         value, _ = self.lookup(s.name, s.span)
         if not isinstance(value, TVal):
@@ -336,7 +336,7 @@ class _Elaborator:
             raise SpecNameError("`output` is declared twice", s.span)
         self.output = (s.name, value.node)
 
-    def s_Head(self, s: ast.Head) -> None:  # noqa: N802
+    def s_Head(self, s: ast.Head) -> None:
         self._top_only(s, "`head`")
         if self.head_used:
             raise SpecNameError("`head` appears twice", s.span)
@@ -347,7 +347,7 @@ class _Elaborator:
         finally:
             self.in_head = False
 
-    def s_For(self, s: ast.For) -> None:  # noqa: N802
+    def s_For(self, s: ast.For) -> None:
         seq = self.ct(s.iter)
         if not isinstance(seq, list | tuple | range):
             raise SpecTypeError(f"`for` needs a list or range, got {_kind(seq)}", s.iter.span)
@@ -359,7 +359,7 @@ class _Elaborator:
         finally:
             self._loop_depth -= 1
 
-    def s_If(self, s: ast.If) -> None:  # noqa: N802
+    def s_If(self, s: ast.If) -> None:
         for cond, body in s.branches:
             if self.ct_bool(cond):
                 self.stmts(body)
@@ -369,7 +369,7 @@ class _Elaborator:
 
     # -- assignments
 
-    def s_Assign(self, s: ast.Assign) -> None:  # noqa: N802
+    def s_Assign(self, s: ast.Assign) -> None:
         if self.seg is not None and not self.entry_mode:
             self._seg_assign(s)
             return
@@ -406,7 +406,7 @@ class _Elaborator:
         got = len(value) if isinstance(value, tuple | list) else 1
         raise SpecTypeError(f"{n} names but {got} value{'s' if got != 1 else ''}", s.span)
 
-    def s_AugAssign(self, s: ast.AugAssign) -> None:  # noqa: N802
+    def s_AugAssign(self, s: ast.AugAssign) -> None:
         if self.seg is not None:
             self._seg_aug(s)
             return
@@ -422,7 +422,7 @@ class _Elaborator:
 
     # ---- segments -----------------------------------------------------------------------------
 
-    def s_Segment(self, s: ast.Segment) -> None:  # noqa: N802
+    def s_Segment(self, s: ast.Segment) -> None:
         if self.seg is not None:
             raise SpecTypeError("reversible segments cannot be nested", s.span)
         if self.in_head:
@@ -479,7 +479,7 @@ class _Elaborator:
             raise SpecTypeError(f"{what} can only appear inside a `reversible` segment", s.span)
         return self.seg
 
-    def s_StreamsDecl(self, s: ast.StreamsDecl) -> None:  # noqa: N802
+    def s_StreamsDecl(self, s: ast.StreamsDecl) -> None:
         seg = self._need_seg(s, "`streams`")
         if seg.started or self.blk is not None:
             raise SpecTypeError("`streams` must come before the segment's first step", s.span)
@@ -588,7 +588,7 @@ class _Elaborator:
             return self._open_block("block", None, span, implicit=True)
         return self.blk
 
-    def s_BlockStmt(self, s: ast.BlockStmt) -> None:  # noqa: N802
+    def s_BlockStmt(self, s: ast.BlockStmt) -> None:
         self._need_seg(s, f"`{s.kind}`")
         if self.blk is not None and not self.blk.implicit:
             raise SpecTypeError(f"a `{s.kind}` cannot be inside another block", s.span)
@@ -601,7 +601,7 @@ class _Elaborator:
         finally:
             self._close_block()
 
-    def s_Repeat(self, s: ast.Repeat) -> None:  # noqa: N802
+    def s_Repeat(self, s: ast.Repeat) -> None:
         self._need_seg(s, "`repeat`")
         if self.blk is not None and not self.blk.implicit:
             raise SpecTypeError("`repeat` cannot be inside a block", s.span)
@@ -623,7 +623,7 @@ class _Elaborator:
             finally:
                 self._close_block()
 
-    def s_Phase(self, s: ast.Phase) -> None:  # noqa: N802
+    def s_Phase(self, s: ast.Phase) -> None:
         seg = self._need_seg(s, "`phase`")
         if self.phase is not None:
             raise SpecTypeError("phases cannot be nested", s.span)
@@ -641,7 +641,7 @@ class _Elaborator:
         if ph.steps:
             blk.steps.append(ir.Phase(name=s.name, steps=tuple(ph.steps), span=s.span))
 
-    def s_StreamDecl(self, s: ast.StreamDecl) -> None:  # noqa: N802
+    def s_StreamDecl(self, s: ast.StreamDecl) -> None:
         seg = self._need_seg(s, "`stream`")
         blk = self._ensure_block(s.span)
         value = self.ev(s.value)
@@ -818,16 +818,16 @@ class _Elaborator:
     def ev(self, e: ast.Expr) -> Any:
         return getattr(self, "e_" + type(e).__name__)(e)
 
-    def e_Number(self, e: ast.Number) -> Any:  # noqa: N802
+    def e_Number(self, e: ast.Number) -> Any:
         return e.value
 
-    def e_String(self, e: ast.String) -> Any:  # noqa: N802
+    def e_String(self, e: ast.String) -> Any:
         return e.value
 
-    def e_Bool(self, e: ast.Bool) -> Any:  # noqa: N802
+    def e_Bool(self, e: ast.Bool) -> Any:
         return e.value
 
-    def e_Name(self, e: ast.Name) -> Any:  # noqa: N802
+    def e_Name(self, e: ast.Name) -> Any:
         value, level = self.lookup(e.id, e.span)
         if isinstance(value, StreamSlot):
             return TVal(self._read_stream(value.name, e.span), level)
@@ -847,10 +847,10 @@ class _Elaborator:
                 )
         return value
 
-    def e_ListExpr(self, e: ast.ListExpr) -> Any:  # noqa: N802
+    def e_ListExpr(self, e: ast.ListExpr) -> Any:
         return [self.ev(i) for i in e.items]
 
-    def e_ListComp(self, e: ast.ListComp) -> Any:  # noqa: N802
+    def e_ListComp(self, e: ast.ListComp) -> Any:
         seq = self.ct(e.iter)
         if not isinstance(seq, list | tuple | range):
             raise SpecTypeError(f"cannot iterate over {_kind(seq)}", e.iter.span)
@@ -864,11 +864,11 @@ class _Elaborator:
             self.scopes.pop()
         return out
 
-    def e_GenCall(self, e: ast.GenCall) -> Any:  # noqa: N802
+    def e_GenCall(self, e: ast.GenCall) -> Any:
         items = self.e_ListComp(ast.ListComp(elt=e.elt, var=e.var, iter=e.iter, span=e.span))
         return self.call_builtin(e.func, [items], {}, e.span)
 
-    def e_Index(self, e: ast.Index) -> Any:  # noqa: N802
+    def e_Index(self, e: ast.Index) -> Any:
         base = self.ev(e.base)
         idx = self.ct(e.index)
         if isinstance(base, StreamArray):
@@ -894,7 +894,7 @@ class _Elaborator:
             return base[idx]
         raise SpecTypeError(f"cannot index {_kind(base)}", e.span)
 
-    def e_Slice(self, e: ast.Slice) -> Any:  # noqa: N802
+    def e_Slice(self, e: ast.Slice) -> Any:
         base = self.ct(e.base)
         lo = None if e.lower is None else self.ct(e.lower)
         hi = None if e.upper is None else self.ct(e.upper)
@@ -902,7 +902,7 @@ class _Elaborator:
             raise SpecTypeError(f"cannot slice {_kind(base)}", e.span)
         return list(base[lo:hi])
 
-    def e_UnaryOp(self, e: ast.UnaryOp) -> Any:  # noqa: N802
+    def e_UnaryOp(self, e: ast.UnaryOp) -> Any:
         v = self.ev(e.operand)
         if e.op == "not":
             return not _truth(self._ct_only(v, e), e.span)
@@ -920,7 +920,7 @@ class _Elaborator:
             raise SpecTypeError(f"expected a compile-time value here, got {_kind(v)}", e.span)
         return v
 
-    def e_BinOp(self, e: ast.BinOp) -> Any:  # noqa: N802
+    def e_BinOp(self, e: ast.BinOp) -> Any:
         return self.binop(e.op, self.ev(e.left), self.ev(e.right), e.span)
 
     def binop(self, op: str, a: Any, b: Any, span: Span | None) -> Any:
@@ -938,7 +938,7 @@ class _Elaborator:
                 raise SpecTypeError(f"'{op}' is not defined for {_kind(v)}", span)
         return _ct_binop(op, a, b, span)
 
-    def e_Compare(self, e: ast.Compare) -> Any:  # noqa: N802
+    def e_Compare(self, e: ast.Compare) -> Any:
         a = self._ct_only(self.ev(e.left), e.left)
         b = self._ct_only(self.ev(e.right), e.right)
         for v in (a, b):
@@ -957,16 +957,16 @@ class _Elaborator:
         except TypeError:
             raise SpecTypeError(f"cannot compare {_kind(a)} with {_kind(b)}", e.span) from None
 
-    def e_BoolOp(self, e: ast.BoolOp) -> Any:  # noqa: N802
+    def e_BoolOp(self, e: ast.BoolOp) -> Any:
         a = self.ct_bool(e.left)
         if e.op == "and":
             return a and self.ct_bool(e.right)
         return a or self.ct_bool(e.right)
 
-    def e_IfExp(self, e: ast.IfExp) -> Any:  # noqa: N802
+    def e_IfExp(self, e: ast.IfExp) -> Any:
         return self.ev(e.then) if self.ct_bool(e.cond) else self.ev(e.other)
 
-    def e_Call(self, e: ast.Call) -> Any:  # noqa: N802
+    def e_Call(self, e: ast.Call) -> Any:
         opdef = catalogue.get(e.func)
         args = [self.ev(a) for a in e.args]
         kwargs: dict[str, Any] = {}

@@ -9,6 +9,7 @@ stage checks only syntax; names, types and shapes are the elaborator's business.
 from __future__ import annotations
 
 import functools
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,20 @@ def _parser() -> Lark:
         propagate_positions=True,
         maybe_placeholders=False,
         start=["start", "expr"],
+        cache=_cache_path(),
     )
+
+
+def _cache_path() -> str | bool:
+    """Where lark keeps its analysed grammar between runs (a temp file; False if unwritable)."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(grammar_text().encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir())
+    if not os.access(folder, os.W_OK):
+        return False
+    return str(folder / f"revdsl-grammar-{digest}.lark.cache")
 
 
 def parse(text: str, name: str = "<spec>") -> ast.Spec:
@@ -345,7 +359,7 @@ class _ToAst(Transformer):
             func=str(ch[0]), elt=ch[1], var=str(ch[2]), iter=ch[3], span=self._span(meta)
         )
 
-    def _bin(op: str):  # type: ignore[no-untyped-def]  # noqa: N805
+    def _bin(op: str):  # type: ignore[no-untyped-def]
         def method(self: _ToAst, meta: Any, ch: list[Any]) -> ast.BinOp:
             return ast.BinOp(op=op, left=ch[0], right=ch[1], span=self._span(meta))
 

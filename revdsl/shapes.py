@@ -8,6 +8,7 @@ Equality of dimensions is proved with sympy (`same`), never assumed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 import sympy
@@ -41,11 +42,39 @@ def shape(*dims: object) -> Shape:
 
 def same(a: object, b: object) -> bool:
     """True when the two dimensions are provably equal for every value of their symbols."""
-    ea, eb = to_expr(a), to_expr(b)
-    if ea == eb:
+    return _same(to_expr(a), to_expr(b))
+
+
+@functools.lru_cache(maxsize=4096)
+def _same(ea: sympy.Expr, eb: sympy.Expr) -> bool:
+    return ea == eb or is_zero(ea - eb)
+
+
+def simp(e: object) -> sympy.Expr:
+    """A tidy form of a dimension or size: numbers as they are, rational expressions cancelled,
+    anything else left alone (no `simplify`: it is slow, see is_zero)."""
+    ex = to_expr(e)
+    if ex.is_number or ex.is_Symbol:
+        return ex
+    if ex.has(sympy.floor, sympy.ceiling, sympy.Mod, sympy.Max, sympy.Min, sympy.Function):
+        return ex
+    return sympy.cancel(ex)
+
+
+def is_zero(e: sympy.Expr) -> bool:
+    """Provably zero for all values of its symbols. Cheap tests first: `simplify` is costly
+    (its first call alone imports sympy.physics)."""
+    if e == 0:
         return True
-    diff = sympy.simplify(ea - eb)
-    return bool(diff == 0)
+    if e.is_number:
+        return bool(e.is_zero)
+    expanded = sympy.expand(e)
+    if expanded == 0:
+        return True
+    if not expanded.has(sympy.floor, sympy.ceiling, sympy.Mod, sympy.Max, sympy.Min,
+                        sympy.Function):
+        return False  # a non-zero polynomial (or rational function) in its symbols
+    return bool(sympy.simplify(e) == 0)
 
 
 def same_shape(a: Sequence[object], b: Sequence[object]) -> bool:
@@ -80,7 +109,7 @@ def numel(s: Sequence[object]) -> sympy.Expr:
 
 def per_sample(s: Sequence[object]) -> sympy.Expr:
     """Elements per sample: the product of the dims with the batch symbol divided out."""
-    return sympy.simplify(numel(s) / B) if numel(s).has(B) else numel(s)
+    return simp(numel(s) / B) if numel(s).has(B) else numel(s)
 
 
 def fmt_dim(d: object) -> str:

@@ -28,8 +28,8 @@ import sympy
 from revdsl import catalogue, ir
 from revdsl.errors import Diagnostics, NotInvertibleError, RevdslError, ShapeError
 from revdsl.graph import build_graph, flat_steps, stream_reads
-from revdsl.prover import T, Proof, atom_symbols, prove_update
-from revdsl.shapes import Shape, broadcast, fmt_shape, per_sample, same_shape, to_expr
+from revdsl.prover import Proof, T, atom_symbols, prove_update
+from revdsl.shapes import Shape, broadcast, fmt_shape, per_sample, same_shape, simp, to_expr
 from revdsl.source import Span
 
 BYTES_PER_ELEMENT = 4  # float32 activations
@@ -87,7 +87,7 @@ class Boundary:
         total: sympy.Expr = sympy.Integer(0)
         for s in self.stored:
             total = total + s.bytes_per_sample
-        return sympy.simplify(total)
+        return simp(total)
 
 
 @dataclass(frozen=True)
@@ -464,7 +464,7 @@ def evaluate(expr: Any, program: ir.Program) -> sympy.Expr:
     for o in program.options:
         if o.symbol is not None:
             values[o.symbol] = to_expr(o.default)
-    return sympy.simplify(e.subs(values))
+    return simp(e.subs(values))
 
 
 def check(program: ir.Program) -> Report:

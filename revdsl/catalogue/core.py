@@ -14,7 +14,7 @@ import sympy
 
 from revdsl import algebra
 from revdsl.catalogue import Attr, OpDef, OpShapeError, fmt_value, register
-from revdsl.shapes import Shape, broadcast, fmt_shape, numel, same, to_expr
+from revdsl.shapes import Shape, broadcast, fmt_shape, numel, same, simp, to_expr
 
 # ---- shape helpers ----------------------------------------------------------------------------
 
@@ -110,7 +110,7 @@ register(
         attrs=(Attr("min", "number", default=None), Attr("max", "number", default=None)),
         shape=same_shape, elementwise=True,
         template="torch.clamp({0}, min={min}, max={max})",
-        sympy_model=lambda a, min=None, max=None: algebra.clamp(  # noqa: A002
+        sympy_model=lambda a, min=None, max=None: algebra.clamp(
             a, None if min is None else to_expr(min), None if max is None else to_expr(max)
         ),
     )
@@ -146,7 +146,7 @@ def _chunk_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> tuple[Shape,
     if not to_expr(part).is_integer and to_expr(size).is_number:
         raise OpShapeError(f"cannot split size {size} of dim {attrs['dim']} into {n} equal chunks")
     out = list(s)
-    out[axis] = sympy.simplify(part)
+    out[axis] = simp(part)
     return tuple(tuple(out) for _ in range(n))
 
 
@@ -177,7 +177,7 @@ def _cat_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
             )
         total = total + s[axis]
     out = list(first)
-    out[axis] = sympy.simplify(total)
+    out[axis] = simp(total)
     return tuple(out)
 
 
@@ -201,7 +201,7 @@ def _s2d_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
     for d in (h, w):
         if to_expr(d).is_number and int(d) % r:
             raise OpShapeError(f"spatial size {d} is not divisible by {r}")
-    return (b, c * r * r, sympy.simplify(h / r), sympy.simplify(w / r))
+    return (b, c * r * r, simp(h / r), simp(w / r))
 
 
 def _d2s_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
@@ -211,7 +211,7 @@ def _d2s_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
     b, c, h, w = s
     if to_expr(c).is_number and int(c) % (r * r):
         raise OpShapeError(f"{c} channels are not divisible by {r * r}")
-    return (b, sympy.simplify(c / (r * r)), h * r, w * r)
+    return (b, simp(c / (r * r)), h * r, w * r)
 
 
 register(

@@ -13,7 +13,7 @@ import sympy
 
 from revdsl.catalogue import Attr, OpDef, OpShapeError, register
 from revdsl.catalogue.core import need_rank, same_shape, tokens
-from revdsl.shapes import Shape, fmt_shape, numel, to_expr
+from revdsl.shapes import Shape, fmt_shape, numel, simp, to_expr
 
 
 def _conv_out(size: Any, kernel: int, stride: int, padding: int) -> sympy.Expr:
@@ -34,7 +34,7 @@ def _patch_shape(shapes: Sequence[Shape], a: dict[str, Any]) -> Shape:
             )
     oh, ow = _conv_out(h, k, stride, pad), _conv_out(w, k, stride, pad)
     if a["flatten"]:
-        return (b, sympy.simplify(oh * ow), to_expr(a["dim"]))
+        return (b, simp(oh * ow), to_expr(a["dim"]))
     return (b, oh, ow, to_expr(a["dim"]))
 
 

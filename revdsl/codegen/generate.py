@@ -27,10 +27,10 @@ from revdsl import __version__, catalogue, ir
 from revdsl.catalogue import OpDef, fmt_value, render_template
 from revdsl.codegen import runtime_src
 from revdsl.codegen.emitter import Emitter
-from revdsl.pyprint import py_expr
 from revdsl.graph import flat_steps
 from revdsl.prover import T, Y, atom_symbols
-from revdsl.shapes import fmt_shape
+from revdsl.pyprint import py_expr
+from revdsl.shapes import fmt_shape, is_zero
 from revdsl.verify import Report, StepProof, display_formula, evaluate
 
 _SLOT = "\x00"
@@ -896,7 +896,7 @@ def _later_references(items: list[ir.Item], named: set[int]) -> list[set[int]]:
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, sympy.Basic) or isinstance(b, sympy.Basic):
-        return bool(sympy.simplify(sympy.sympify(a) - sympy.sympify(b)) == 0)
+        return is_zero(sympy.sympify(a) - sympy.sympify(b))
     return type(a) is type(b) and a == b
 
 

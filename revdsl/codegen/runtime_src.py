@@ -35,6 +35,7 @@ def definitions() -> dict[str, Definition]:
         if not path.is_file():
             continue
         text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
         tree = ast.parse(text)
         for node in tree.body:
             names: list[str] = []
@@ -46,11 +47,8 @@ def definitions() -> dict[str, Definition]:
                 names = [node.target.id]
             if not names:
                 continue
-            source = ast.get_source_segment(text, node, padded=False)
-            assert source is not None
-            if getattr(node, "decorator_list", None):
-                first = min(d.lineno for d in node.decorator_list)  # type: ignore[attr-defined]
-                source = "\n".join(text.splitlines()[first - 1: node.end_lineno])
+            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+            source = "\n".join(lines[first - 1: node.end_lineno])
             refs = frozenset(
                 n.id for n in ast.walk(node) if isinstance(n, ast.Name)
             )

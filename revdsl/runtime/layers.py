@@ -7,7 +7,7 @@ and keep timm's parameter layout where there is one (qkv/proj, fc1/fc2), so weig
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 

@@ -1,0 +1,184 @@
+"""The `revdsl` command line.
+
+    revdsl compile SPEC -o OUT.py [--set NAME=VALUE ...]
+    revdsl check SPEC [--set ...] [--explain]
+    revdsl ops
+
+Errors print as `path:line:col: error: ...` with the source line and a caret, exit status 1, and
+no traceback (`--traceback` shows it). `compile` writes its output atomically: on any error the
+output file is neither created nor changed. The compile path never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from revdsl import __version__
+from revdsl.errors import RevdslError
+
+
+class UsageError(RevdslError):
+    """A bad command line (reported without a source position)."""
+
+
+def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
+    """`--set NAME=VALUE` values: numbers, strings, booleans and lists, as in the spec language."""
+    from revdsl import ast
+    from revdsl.lower import _Elaborator
+    from revdsl.parse import parse_expr
+
+    out: dict[str, Any] = {}
+    for item in items or ():
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise UsageError(f"--set expects NAME=VALUE, got {item!r}")
+        try:
+            expr = parse_expr(text.strip(), f"--set {name}")
+            value = _Elaborator(ast.Spec(stmts=(), source_name="--set"), {}).ct(expr)
+        except RevdslError as exc:
+            raise UsageError(f"--set {name}: cannot read {text!r} as a value ({exc.message})")
+        if name in out:
+            raise UsageError(f"--set {name} is given twice")
+        out[name] = value
+    return out
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read(spec: str) -> str:
+    try:
+        return Path(spec).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"no such spec file: {spec}") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
+        raise UsageError(f"cannot read {spec}: {exc}") from None
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from revdsl.pipeline import compile_text
+
+    overrides = parse_sets(args.set)
+    compiled = compile_text(_read(args.spec), args.spec, overrides)
+    assert compiled.source is not None
+    out = Path(args.output)
+    if out.is_dir():
+        raise UsageError(f"-o {args.output} is a folder; give a file name")
+    write_atomically(out, compiled.source)
+    if not args.quiet:
+        report = compiled.report
+        n = sum(1 for s in report.steps)
+        print(f"{args.spec}: {compiled.program.name}: {n} steps proved invertible; wrote {out}",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from revdsl.pipeline import check_text
+    from revdsl.report import describe
+
+    overrides = parse_sets(args.set)
+    report = check_text(_read(args.spec), args.spec, overrides)
+    print(describe(report, explain=args.explain))
+    if not report.ok:
+        from revdsl.errors import Diagnostics
+
+        raise Diagnostics(report.errors)
+    return 0
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    from revdsl import catalogue
+
+    for name in catalogue.names():
+        op = catalogue.get(name)
+        assert op is not None
+        print(f"{name:16s} {op.doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="revdsl",
+        description="Compile declarative reversible-network specs into standalone PyTorch "
+        "modules, proving every reversible step invertible first.",
+    )
+    p.add_argument("--version", action="version", version=f"revdsl {__version__}")
+    p.add_argument("--traceback", action="store_true", help="show Python tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def spec_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("spec", help="the .rev spec file")
+        sp.add_argument("--set", action="append", metavar="NAME=VALUE",
+                        help="override a spec parameter (repeatable)")
+
+    c = sub.add_parser("compile", help="verify a spec and write the PyTorch module")
+    spec_args(c)
+    c.add_argument("-o", "--output", required=True, help="the .py file to write")
+    c.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    c.set_defaults(func=cmd_compile)
+
+    k = sub.add_parser("check", help="verify a spec: what is reversible, what is stored")
+    spec_args(k)
+    k.add_argument("--explain", action="store_true",
+                   help="print each step's forward formula and its proved inverse")
+    k.set_defaults(func=cmd_check)
+
+    o = sub.add_parser("ops", help="list the op catalogue")
+    o.set_defaults(func=cmd_ops)
+    for extra in _extra_commands():
+        extra(sub, spec_args)
+    return p
+
+
+def _extra_commands() -> list[Any]:
+    """Commands defined in their own modules (viz, stats, test, bench)."""
+    out = []
+    for mod in ("revdsl.viz", "revdsl.stats", "revdsl.proptest", "revdsl.bench"):
+        try:
+            module = __import__(mod, fromlist=["add_command"])
+        except ModuleNotFoundError as exc:
+            if exc.name == mod:
+                continue
+            raise
+        out.append(module.add_command)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RevdslError as exc:
+        if args.traceback:
+            raise
+        where = "revdsl" if exc.span is None else None
+        print(exc.render(where), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
