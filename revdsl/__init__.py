@@ -17,6 +17,21 @@ from revdsl.errors import (
 
 __version__ = "0.1.0"
 
+
+def compile_spec(spec, **overrides):  # type: ignore[no-untyped-def]
+    """Compile a spec (a path or its text) and return the generated module's source."""
+    from revdsl.loader import compile_spec as _compile
+
+    return _compile(spec, **overrides)
+
+
+def load(spec, **overrides):  # type: ignore[no-untyped-def]
+    """Compile a spec and import the generated module in-process (see revdsl.loader)."""
+    from revdsl.loader import load as _load
+
+    return _load(spec, **overrides)
+
+
 __all__ = [
     "CodegenError",
     "NotInvertibleError",
@@ -26,4 +41,6 @@ __all__ = [
     "SpecSyntaxError",
     "SpecTypeError",
     "__version__",
+    "compile_spec",
+    "load",
 ]

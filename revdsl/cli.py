@@ -43,7 +43,9 @@ def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
             expr = parse_expr(text.strip(), f"--set {name}")
             value = _Elaborator(ast.Spec(stmts=(), source_name="--set"), {}).ct(expr)
         except RevdslError as exc:
-            raise UsageError(f"--set {name}: cannot read {text!r} as a value ({exc.message})")
+            raise UsageError(
+                f"--set {name}: cannot read {text!r} as a value ({exc.message})"
+            ) from None
         if name in out:
             raise UsageError(f"--set {name} is given twice")
         out[name] = value

@@ -2,9 +2,9 @@
 
 Every error a user can cause is a `RevdslError` with a span. It renders compiler-style:
 
-    specs/bad.rev:7:5: error: x1 is updated by a function that reads x1, so the update cannot be undone
+    specs/bad.rev:7:11: error: x1 is updated by a function that reads x1, so ...
         7 |     x1 += attention(layernorm(x1))
-          |     ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+          |           ^^^^^^^^^^^^^^^^^^^^^^^^
       note: ...
 
 Internal bugs stay `assert`s and are not RevdslErrors. `Diagnostics` gathers several errors so a

@@ -205,6 +205,7 @@ class Block:
     inputs: tuple[StreamNode, ...]
     outputs: tuple[StreamNode, ...]
     modules: tuple[tuple[str, OpNode], ...]
+    locals: tuple[tuple[str, Node], ...] = ()  # values named inside the block (for messages)
     span: Span | None = _span()
 
 

@@ -101,6 +101,7 @@ class _Block:
     steps: list[ir.Step] = field(default_factory=list)
     inputs: tuple[ir.StreamNode, ...] = ()
     modules: list[tuple[ir.OpNode, str, Span | None]] = field(default_factory=list)
+    locals: list[tuple[str, ir.Node]] = field(default_factory=list)
     implicit: bool = False
 
 
@@ -580,7 +581,8 @@ class _Elaborator:
         modules = self._name_modules(blk.modules, scope="block")
         seg.blocks.append(
             ir.Block(kind=blk.kind, name=blk.name, index=len(seg.blocks), steps=tuple(blk.steps),
-                     inputs=blk.inputs, outputs=outputs, modules=tuple(modules), span=blk.span)
+                     inputs=blk.inputs, outputs=outputs, modules=tuple(modules),
+                     locals=tuple(blk.locals), span=blk.span)
         )
 
     def _ensure_block(self, span: Span | None) -> _Block:
@@ -719,6 +721,7 @@ class _Elaborator:
                     self._stream_name(t, create=False)  # raises the "not a stream" error
                 self._check_ident(t.name, t.span, "value")
                 self.bind(t.name, v)
+                blk.locals.append((t.name, v.node))
 
     def _restructure(self, blk: _Block, s: ast.Assign, src: ir.OpNode, values: list[Any]) -> None:
         seg = self.seg

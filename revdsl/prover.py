@@ -194,7 +194,8 @@ def _find_zero(expr: sympy.Expr, atoms: tuple[sympy.Symbol, ...]) -> dict[str, s
 def _nonlinear(h: sympy.Expr, atoms: tuple[sympy.Symbol, ...]) -> Proof:
     base = {a: 0 for a in atoms}
     h0 = h.subs(base)
-    grid = [sympy.Rational(k, 2) for k in range(-8, 9)]
+    # smallest magnitudes first, so a witness reads `0 and -1/2` rather than `-4 and -7/2`
+    grid = sorted((sympy.Rational(k, 2) for k in range(-8, 9)), key=lambda r: (abs(r), r))
     # 1. two old values with exactly the same result
     seen: dict[str, sympy.Expr] = {}
     values = {}
@@ -205,9 +206,10 @@ def _nonlinear(h: sympy.Expr, atoms: tuple[sympy.Symbol, ...]) -> Proof:
             continue
         key = str(sympy.nsimplify(v)) if v.is_number else str(v)
         if key in seen and sympy.simplify(v - h0.subs(T, seen[key])) == 0:
+            t1, t2 = sorted((seen[key], t))
             return Proof(
                 "refuted", h,
-                f"not one-to-one: old values {seen[key]} and {t} give the same result "
+                f"not one-to-one: old values {t1} and {t2} give the same result "
                 f"({_show(v)}) when the functions are 0",
                 witness={"t1": str(seen[key]), "t2": str(t), "value": _show(v)},
             )

@@ -158,6 +158,9 @@ class _Printer:
         numbers = [a for a in e.args if a.is_number]
         others = [a for a in e.args if not a.is_number]
         if not self.tensor:
+            if is_max and len(e.args) == 2 and 0 in e.args:
+                other = e.args[0] if e.args[1] == 0 else e.args[1]
+                return f"relu({self.show(other)[0]})", _PREC_ATOM
             name = "max" if is_max else "min"
             return f"{name}({', '.join(self.show(a)[0] for a in e.args)})", _PREC_ATOM
         if len(others) == 1 and len(numbers) == 1:

@@ -184,12 +184,12 @@ def _model(step: ir.Update | ir.Create) -> tuple[sympy.Expr, list[ir.Node]]:
             e: sympy.Expr = T
         elif isinstance(node, ir.ConstNode):
             e = to_expr(node.value)
-        elif isinstance(node, ir.OpNode) and node.attr("__problem__") is None and (
+        elif isinstance(node, ir.OpNode) and (
             (opdef := catalogue.get(node.op)) is not None and opdef.kind == "algebra"
-        ):
+        ):  # (a shape problem recorded on the node is reported separately)
             assert opdef.sympy_model is not None
             args = [go(c) for c in node.inputs]
-            attrs = {k: v for k, v in node.attrs}
+            attrs = {k: v for k, v in node.attrs if not k.startswith("__")}
             e = opdef.sympy_model(*args, **attrs)
         else:
             e = atom(node)
@@ -214,20 +214,21 @@ def _verify_step(seg: ir.Segment, block: ir.Block, k: int, step: ir.Update | ir.
             d = g.nodes[sid]
             name, version = d["stream"], d["version"]
             where = node.span or step.span
+            via = _through_local(block, node, sid)
             if name == target:
                 errors.append(NotInvertibleError(
                     f"{target} is updated by a function that reads {target}, so the update "
                     "cannot be undone",
                     where,
-                    [f"{_fn(node)} depends on {target}"
+                    [f"{_fn(node)} depends on {target}{via}"
                      + ("" if isinstance(step, ir.Update) and version == step.before.version
-                        else f" as it was before an earlier update (version {version})"),
+                        else " as it was before an earlier update"),
                      "a coupling step may read only the other streams"],
                 ))
                 continue
             cur = current.get(name)
             if cur is None or cur.version != version:
-                errors.append(_stale_read(step, node, name, version, cur, phase))
+                errors.append(_stale_read(step, node, name, version, cur, phase, via))
                 continue
             reads[name] = None
     # 2. shapes: a coupling never changes its stream's shape
@@ -262,9 +263,22 @@ def _verify_step(seg: ir.Segment, block: ir.Block, k: int, step: ir.Update | ir.
     )
 
 
+def _through_local(block: ir.Block, atom: ir.Node, stream_id: int) -> str:
+    """`" through 'u' (line 5)"` when the atom reads the stream via a value named in the block."""
+    inside = {n.id for n in ir.walk([atom])}
+    for name, node in block.locals:
+        if node.id in inside and node.id != atom.id and any(
+            n.id == stream_id for n in ir.walk([node])
+        ):
+            line = f" (line {node.span.line})" if node.span else ""
+            return f" through '{name}'{line}"
+    return ""
+
+
 def _stale_read(step: ir.Update | ir.Create, node: ir.Node, name: str, version: int,
                 cur: ir.StreamNode | None,
-                phase: tuple[str | None, list[ir.Update | ir.Create]] | None) -> RevdslError:
+                phase: tuple[str | None, list[ir.Update | ir.Create]] | None,
+                via: str = "") -> RevdslError:
     where = node.span or step.span
     if cur is None:
         return NotInvertibleError(
@@ -286,7 +300,7 @@ def _stale_read(step: ir.Update | ir.Create, node: ir.Node, name: str, version: 
         f"the update of {step.target} reads an earlier value of {name}, which a later update "
         "has replaced; it is not available when this step is undone",
         where,
-        [f"{_fn(node)} was computed from {name} before its update"],
+        [f"{_fn(node)} reads {name}{via} as it was before an update"],
     )
 
 

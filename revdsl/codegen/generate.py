@@ -379,6 +379,12 @@ class _Generator:
             parts.append(slot if i < opdef.ctor_positional else f"{name}={slot}")
         return f"{opdef.module}({', '.join(parts)})"
 
+    def _ctor_literal(self, node: ir.OpNode) -> str:
+        slots: list[tuple[str, Any]] = []
+        text = self._ctor(node, slots)
+        return re.sub(_SLOT + r"(\d+)" + _SLOT, lambda m: fmt_value(slots[int(m.group(1))][1]),
+                      text)
+
     def _call(self, fname: str, sp: StepProof, opts_call: str) -> str:
         args = list(sp.reads) + ([opts_call] if opts_call else [])
         return f"self.{fname}({', '.join(args)})"
@@ -597,11 +603,7 @@ class _Generator:
                 if n.id in modules and n.id not in done:
                     done.add(n.id)
                     assert isinstance(n, ir.OpNode)
-                    slots: list[tuple[str, Any]] = []
-                    text = self._ctor(n, slots)
-                    text = re.sub(_SLOT + r"(\d+)" + _SLOT,
-                                  lambda m: fmt_value(slots[int(m.group(1))][1]), text)
-                    e.line(f"self.{modules[n.id]} = {text}")
+                    e.line(f"self.{modules[n.id]} = {self._ctor_literal(n)}")
 
         for item in p.items:
             if isinstance(item, ir.Assign):

@@ -93,17 +93,35 @@ def _autocast_state(device_type: str) -> tuple[bool, torch.dtype, bool]:
     return enabled, dtype, torch.is_autocast_cache_enabled()
 
 
-def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    extra = None
-    if device.type != "cpu":
-        extra = getattr(torch, device.type).get_rng_state(device)
-    return torch.get_rng_state(), extra
+def _rng_state(device: torch.device) -> torch.Tensor:
+    """The state of the generator that ops on `device` draw from (5 KiB on CPU, 16 B on CUDA).
+
+    Catalogued ops draw only from their tensors' device generator, so that one is enough."""
+    if device.type == "cpu":
+        return torch.get_rng_state()
+    return getattr(torch, device.type).get_rng_state(device)
 
 
-def _set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        getattr(torch, device.type).set_rng_state(state[1], device)
+def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
+    if device.type == "cpu":
+        torch.set_rng_state(state)
+    else:
+        getattr(torch, device.type).set_rng_state(state, device)
+
+
+def _draws_random(block: nn.Module, step: Any) -> bool:
+    """Whether running this step now draws random numbers (dropout or drop-path with a non-zero
+    rate, in training mode), so that its generator state must be kept for the recompute."""
+    if not step.stochastic or not block.training:
+        return False
+    for name in step.modules:
+        for m in getattr(block, name).modules():
+            draws = getattr(m, "draws_random", None)
+            if draws is not None and draws():
+                return True
+            if isinstance(m, nn.Dropout) and m.p > 0:
+                return True
+    return False
 
 
 def _atoms(value: Any) -> tuple[torch.Tensor, ...]:
@@ -117,17 +135,17 @@ def _step_params(block: nn.Module, step: Any) -> list[nn.Parameter]:
 
 
 def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[str, Any],
-              rng: list[Any] | None) -> dict[str, torch.Tensor]:
-    """Run one block's STEPS forward on `state` (stream name -> tensor), recording RNG states."""
+              rng: list[Any] | None, position: int = 0) -> dict[str, torch.Tensor]:
+    """Run one block's STEPS forward on `state` (stream name -> tensor). Before each step that
+    draws random numbers, its generator state is appended to `rng` under (position, step)."""
     state = dict(state)
-    for step in block.STEPS:
+    for k, step in enumerate(block.STEPS):
         if isinstance(step, Permute):
             outs = step.forward(*[state.pop(n) for n in step.inputs])
             state.update(zip(step.outputs, _atoms(outs), strict=True))
             continue
-        if rng is not None and step.stochastic:
-            rng.append(_rng_state(state[step.reads[0]].device if step.reads else
-                                  next(iter(state.values())).device))
+        if rng is not None and _draws_random(block, step):
+            rng.append(((position, k), _rng_state(next(iter(state.values())).device)))
         atoms = _atoms(getattr(block, step.fn)(*[state[r] for r in step.reads], **options))
         if isinstance(step, Couple):
             state[step.target] = step.forward(state[step.target], *atoms)
@@ -147,21 +165,22 @@ def _accumulate(slots: list[Any], index: dict[int, int], params: list[nn.Paramet
 
 def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                    grads: dict[str, torch.Tensor], options: dict[str, Any], rng: list[Any],
-                   index: dict[int, int], slots: list[Any]) -> None:
+                   index: dict[int, int], slots: list[Any], position: int = 0) -> None:
     """Undo one block in place on `state`/`grads`: rebuild its inputs and backpropagate.
 
     Each step's functions are recomputed once with grad enabled; the same values serve the
     reconstruction (through the proved inverse) and the gradient.
     """
-    for step in reversed(block.STEPS):
+    for k in range(len(block.STEPS) - 1, -1, -1):
+        step = block.STEPS[k]
         if isinstance(step, Permute):
             outs = [state.pop(n) for n in step.outputs]
             gouts = [grads.pop(n) for n in step.outputs]
             state.update(zip(step.inputs, _atoms(step.inverse(*outs)), strict=True))
             grads.update(zip(step.inputs, _atoms(step.inverse(*gouts)), strict=True))
             continue
-        if step.stochastic and rng:
-            _set_rng_state(state[step.target].device, rng.pop())
+        if rng and rng[-1][0] == (position, k):
+            _set_rng_state(state[step.target].device, rng.pop()[1])
         reads = [state[r].detach().requires_grad_(True) for r in step.reads]
         params = _step_params(block, step)
         with torch.enable_grad():
@@ -225,10 +244,10 @@ class _ReversibleFunction(torch.autograd.Function):
         ctx.rng = [] if record else None
         state = dict(zip(segment.inputs, streams, strict=True))
         with torch.no_grad():
-            for block in segment.blocks:
+            for position, block in enumerate(segment.blocks):
                 if segment.trace is not None:
                     segment.trace.append(("forward", {k: v.clone() for k, v in state.items()}))
-                state = run_block(block, state, options, ctx.rng)
+                state = run_block(block, state, options, ctx.rng, position)
         outs = tuple(state[name].detach() for name in segment.outputs)
         ctx.save_for_backward(*outs)
         return outs
@@ -249,14 +268,15 @@ class _ReversibleFunction(torch.autograd.Function):
         device = outs[0].device
         enabled, dtype, cache = ctx.autocast
         forked = torch.random.fork_rng(
-            devices=[device] if device.type != "cpu" else [], enabled=bool(rng),
+            devices=[device.index or 0] if device.type != "cpu" else [], enabled=bool(rng),
             device_type=device.type if device.type != "cpu" else "cuda",
         )
         with forked, _recomputing(), torch.autocast(
             device.type, dtype=dtype, enabled=enabled, cache_enabled=cache
         ):
-            for block in reversed(segment.blocks):
-                backward_block(block, state, grads, ctx.options, rng, index, slots)
+            for position in range(len(segment.blocks) - 1, -1, -1):
+                block = segment.blocks[position]
+                backward_block(block, state, grads, ctx.options, rng, index, slots, position)
                 if segment.trace is not None:
                     segment.trace.append(("backward", {k: v.clone() for k, v in state.items()}))
         din = tuple(grads[n] for n in segment.inputs)
@@ -306,6 +326,9 @@ class DropPath(nn.Module):
     def __init__(self, rate: float = 0.0) -> None:
         super().__init__()
         self.rate = rate
+
+    def draws_random(self) -> bool:
+        return self.training and self.rate > 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.rate == 0.0 or not self.training:

@@ -52,6 +52,9 @@ class Attention(nn.Module):
         self.attn_drop = attn_drop
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def draws_random(self) -> bool:
+        return self.training and self.attn_drop > 0.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         b, c = shape[0], shape[-1]

@@ -1,0 +1,69 @@
+"""In-process use: compile a spec and get its source, or the loaded module.
+
+    source = revdsl.compile_spec("specs/rev_vit.rev", depth=4)
+    mod = revdsl.load("specs/rev_vit.rev", depth=4)
+    model = mod.create_model(num_classes=10)
+
+The module is compiled under a `<revdsl:...>` file name registered with `linecache`, so tracebacks
+show the generated lines; its source is kept as `module.__revdsl_source__`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import linecache
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+from revdsl.errors import RevdslError
+
+
+def _spec_text(spec: str | Path) -> tuple[str, str]:
+    if isinstance(spec, Path) or ("\n" not in str(spec) and str(spec).endswith(".rev")):
+        path = Path(spec)
+        if not path.is_file():
+            raise RevdslError(f"no such spec file: {spec}")
+        return path.read_text(encoding="utf-8"), str(spec)
+    if "\n" in spec or spec.lstrip().startswith(("model", "#")):
+        return spec, "<spec>"
+    path = Path(spec)
+    if path.is_file():
+        return path.read_text(encoding="utf-8"), str(spec)
+    raise RevdslError(f"no such spec file: {spec}")
+
+
+def compile_spec(spec: str | Path, **overrides: Any) -> str:
+    """The generated module's source. `spec` is a path to a .rev file or the spec text itself;
+    keyword arguments override spec parameters like `--set`."""
+    from revdsl.pipeline import compile_text
+
+    text, name = _spec_text(spec)
+    compiled = compile_text(text, name, overrides)
+    assert compiled.source is not None
+    return compiled.source
+
+
+def load(spec: str | Path, **overrides: Any) -> types.ModuleType:
+    """Compile a spec and import the generated module (without writing a file)."""
+    source = compile_spec(spec, **overrides)
+    return load_source(source)
+
+
+def load_source(source: str, name: str | None = None) -> types.ModuleType:
+    """Import generated source as a module named after its content (stable across calls)."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    model = "model"
+    for line in source.splitlines()[:3]:
+        if "(model " in line:
+            model = line.split("(model ", 1)[1].split(")", 1)[0]
+    modname = name or f"revdsl_generated_{model}_{digest}"
+    filename = f"<revdsl:{model}:{digest}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    module = types.ModuleType(modname)
+    module.__file__ = filename
+    module.__revdsl_source__ = source  # type: ignore[attr-defined]
+    sys.modules[modname] = module
+    exec(compile(source, filename, "exec"), module.__dict__)
+    return module
