@@ -674,6 +674,8 @@ class _Elaborator:
         seg = self.seg
         assert seg is not None
         target = self._target_stream(s.target)
+        if target is None and s.target.index is not None:
+            self._stream_name(s.target, create=False)  # raises: "s[1] is not a stream; ..."
         if target is None:
             raise SpecTypeError(
                 f"'{s.target.name}' is not a stream of this segment; only streams can be "

@@ -18,6 +18,7 @@ sub-networks compute, exactly when h is a bijection of the reals in t for every 
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import itertools
 from dataclasses import dataclass, field
@@ -61,6 +62,14 @@ def prove_update(formula: sympy.Expr, n_atoms: int) -> Proof:
 
 @functools.lru_cache(maxsize=512)
 def _prove(h: sympy.Expr, n_atoms: int) -> Proof:
+    token = _N_ATOMS.set(n_atoms)
+    try:
+        return _decide(h, n_atoms)
+    finally:
+        _N_ATOMS.reset(token)
+
+
+def _decide(h: sympy.Expr, n_atoms: int) -> Proof:
     atoms = atom_symbols(n_atoms)
     if T not in h.free_symbols:
         return Proof(
@@ -179,12 +188,12 @@ def _find_zero(expr: sympy.Expr, atoms: tuple[sympy.Symbol, ...]) -> dict[str, s
                 root = sorted(sols, key=lambda r: (abs(sympy.N(r)), str(r)))[0]
                 assignment = {**dict(zip(others, values, strict=True)), a: root}
                 if sympy.simplify(expr.subs(assignment)) == 0:
-                    return {str(k): _show(v) for k, v in sorted(assignment.items(),
-                                                                key=lambda kv: str(kv[0]))}
+                    return {_show(k): _show(v) for k, v in sorted(assignment.items(),
+                                                                  key=lambda kv: str(kv[0]))}
     for values in itertools.product(_CANDIDATES, repeat=len(free)):
         assignment = dict(zip(free, values, strict=True))
         if sympy.simplify(expr.subs(assignment)) == 0:
-            return {str(k): _show(v) for k, v in assignment.items()}
+            return {_show(k): _show(v) for k, v in assignment.items()}
     return None
 
 
@@ -227,10 +236,9 @@ def _nonlinear(h: sympy.Expr, atoms: tuple[sympy.Symbol, ...]) -> Proof:
                     t1, t2, t3 = fine[i], fine[i + 1], fine[i + 2]
                     return Proof(
                         "refuted", h,
-                        f"not monotonic in the old value: with the functions at 0 it goes "
-                        f"{'up' if d1 > 0 else 'down'} from t={t1} to t={t2} and "
-                        f"{'up' if d2 > 0 else 'down'} to t={t3}, so some result is reached "
-                        "from two old values",
+                        f"not monotonic in the old value: with the functions at 0, the results "
+                        f"for old values {t1}, {t2}, {t3} go {'up' if d1 > 0 else 'down'} then "
+                        f"{'up' if d2 > 0 else 'down'}, so some result comes from two old values",
                         witness={"t": f"{t1}, {t2}, {t3}"},
                     )
     # 3. provably monotone: bijective if unbounded both ways and solvable in closed form
@@ -283,4 +291,20 @@ def _has_singularity(h: sympy.Expr) -> bool:
 
 
 def _show(e: object) -> str:
-    return str(e)
+    """Atoms print as the verifier names them (f, or f1, f2, ...), the old value as t."""
+    from revdsl.pyprint import math_text
+
+    if not isinstance(e, sympy.Basic):
+        return str(e)
+    return math_text(e, _atom_names(e))
+
+
+def _atom_names(e: sympy.Basic) -> dict[sympy.Symbol, str]:
+    n = _N_ATOMS.get()
+    names: dict[sympy.Symbol, str] = {}
+    for i, sym in enumerate(atom_symbols(n)):
+        names[sym] = "f" if n == 1 else f"f{i + 1}"
+    return names
+
+
+_N_ATOMS: contextvars.ContextVar[int] = contextvars.ContextVar("n_atoms", default=1)

@@ -20,6 +20,14 @@ def py_expr(e: sympy.Basic, names: dict[sympy.Symbol, str] | None = None, *,
     return _Printer(names or {}, tensor, first).show(e)[0]
 
 
+def math_text(e: sympy.Basic, names: dict[sympy.Symbol, str] | None = None, *,
+              first: sympy.Symbol | None = None) -> str:
+    """For people: `x1 * exp(f) + g`, `relu(x2)`, `sigmoid(f)` (no module prefixes)."""
+    p = _Printer(names or {}, False, first)
+    p.plain = True
+    return p.show(e)[0]
+
+
 def _num(n: sympy.Expr) -> str:
     if n.is_Integer:
         return str(int(n))
@@ -35,6 +43,7 @@ class _Printer:
         self.names = names
         self.tensor = tensor
         self.first = first
+        self.plain = False
 
     def wrap(self, e: sympy.Basic, prec: int, strict: bool = False) -> str:
         text, p = self.show(e)
@@ -57,9 +66,13 @@ class _Printer:
         return self.func(e)
 
     def _order(self, terms: list[sympy.Basic]) -> list[sympy.Basic]:
-        if self.first is None:
-            return terms
-        return sorted(terms, key=lambda t: 0 if self.first in t.free_symbols else 1)
+        """The updated stream first, constants last: `x1 * (f - 1) + g`."""
+        def key(t: sympy.Basic) -> int:
+            if self.first is not None and self.first in t.free_symbols:
+                return 0
+            return 2 if t.is_number else 1
+
+        return sorted(terms, key=key)
 
     def add(self, e: sympy.Add) -> tuple[str, int]:
         terms = self._order(list(sympy.Add.make_args(e)))
@@ -121,6 +134,8 @@ class _Printer:
 
     def call(self, name: str, *args: sympy.Basic) -> tuple[str, int]:
         inner = ", ".join(self.show(a)[0] for a in args)
+        if self.plain:
+            return f"{name}({inner})", _PREC_ATOM
         if self.tensor:
             return f"torch.{name}({inner})", _PREC_ATOM
         return f"math.{name}({inner})", _PREC_ATOM
@@ -136,6 +151,8 @@ class _Printer:
         if f == sympy.Abs:
             return self.call("abs", *e.args) if self.tensor else (
                 f"abs({self.show(e.args[0])[0]})", _PREC_ATOM)
+        if f == gelu and self.plain:
+            return f"gelu({self.show(e.args[0])[0]})", _PREC_ATOM
         if f == sigmoid:
             return self.call("sigmoid", *e.args)
         if f == gelu:
@@ -157,6 +174,9 @@ class _Printer:
         is_max = e.func == sympy.Max
         numbers = [a for a in e.args if a.is_number]
         others = [a for a in e.args if not a.is_number]
+        if self.plain and len(e.args) == 2 and len(numbers) == 1 and not (is_max and 0 in e.args):
+            kw = "min" if is_max else "max"
+            return f"clamp({self.show(others[0])[0]}, {kw}={_num(numbers[0])})", _PREC_ATOM
         if not self.tensor:
             if is_max and len(e.args) == 2 and 0 in e.args:
                 other = e.args[0] if e.args[1] == 0 else e.args[1]

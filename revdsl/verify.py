@@ -378,12 +378,12 @@ def describe_atom(node: ir.Node, limit: int = 4) -> str:
 
 def _display(formula: sympy.Expr, target: str, atoms: list[ir.Node] | tuple[ir.Node, ...],
              old: sympy.Symbol = T) -> str:
-    from revdsl.pyprint import py_expr
+    from revdsl.pyprint import math_text
 
     names = {old: target}
     for i, sym in enumerate(atom_symbols(len(atoms))):
         names[sym] = f"f{i + 1}" if len(atoms) > 1 else "f"
-    return py_expr(formula, names, first=old)
+    return math_text(formula, names, first=old)
 
 
 def display_formula(sp: StepProof, which: str = "forward") -> str:

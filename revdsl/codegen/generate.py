@@ -301,6 +301,9 @@ class _Generator:
         for sp in steps:
             if sp.kind == "restructure":
                 continue
+            if not sp.atoms:
+                fns.append((sp, "", [], False))  # nothing to compute: y = h(t) alone
+                continue
             fn_index += 1
             fname = f"f{fn_index}"
             mods = _modules_used(sp, modules)
@@ -399,7 +402,7 @@ class _Generator:
             e.line(f"{', '.join(n.stream for n in step.outputs)} = {code}")
             return
         fname = next(f for s, f, _, _ in fns if s is sp)
-        call = self._call(fname, sp, opts)
+        call = self._call(fname, sp, opts) if fname else ""
         if sp.kind == "create":
             combine = py_expr(sp.formula, _atom_names(sp), tensor=True)
             if len(sp.atoms) == 1 and combine == "a0":
@@ -411,7 +414,9 @@ class _Generator:
         names = {T: sp.target, **_atom_names(sp)}
         formula = sp.formula
         assert formula is not None
-        if len(sp.atoms) == 1 and _count(formula, atom_symbols(1)[0]) == 1:
+        if not sp.atoms:
+            e.line(f"{sp.target} = {py_expr(formula, names, tensor=True, first=T)}")
+        elif len(sp.atoms) == 1 and _count(formula, atom_symbols(1)[0]) == 1:
             names[atom_symbols(1)[0]] = call
             e.line(f"{sp.target} = {py_expr(formula, names, tensor=True, first=T)}")
         else:
@@ -429,11 +434,13 @@ class _Generator:
             e.line(f"del {sp.target}  # a created stream is simply dropped")
             return
         fname = next(f for s, f, _, _ in fns if s is sp)
-        call = self._call(fname, sp, opts)
+        call = self._call(fname, sp, opts) if fname else ""
         inv = sp.inverse
         assert inv is not None
         names = {Y: sp.target, **_atom_names(sp)}
-        if len(sp.atoms) == 1 and _count(inv, atom_symbols(1)[0]) == 1:
+        if not sp.atoms:
+            e.line(f"{sp.target} = {py_expr(inv, names, tensor=True, first=Y)}")
+        elif len(sp.atoms) == 1 and _count(inv, atom_symbols(1)[0]) == 1:
             names[atom_symbols(1)[0]] = call
             e.line(f"{sp.target} = {py_expr(inv, names, tensor=True, first=Y)}")
         else:
@@ -456,7 +463,7 @@ class _Generator:
             e.line(f"        inverse=lambda {', '.join(outs)}: {inv}),")
             return
         _, fname, mods, sto = next(x for x in fns if x[0] is sp)
-        atoms = ", ".join(f"a{i}" for i in range(len(sp.atoms)))
+        atoms = "".join(f", a{i}" for i in range(len(sp.atoms)))
         head = (f'{"Create" if sp.kind == "create" else "Couple"}("{sp.target}", '
                 f"{_tuple(list(sp.reads))}, \"{fname}\", {_tuple(mods)}, {sto},")
         e.line(head)
@@ -466,17 +473,17 @@ class _Generator:
             if sp.kind == "create":
                 self.runtime.add("Create")
                 combine = py_expr(sp.formula, names, tensor=True)
-                e.line(f"combine=lambda {atoms}: {combine}),")
+                e.line(f"combine=lambda {atoms[2:]}: {combine}),")
                 return
             assert sp.proof is not None and sp.formula is not None and sp.inverse is not None
             fwd = py_expr(sp.formula, names_t, tensor=True, first=T)
             inv = py_expr(sp.inverse, {Y: "y", **names}, tensor=True, first=Y)
-            e.line(f"forward=lambda t, {atoms}: {fwd},")
-            e.line(f"inverse=lambda y, {atoms}: {inv},")
-            if sp.proof.additive:
+            e.line(f"forward=lambda t{atoms}: {fwd},")
+            e.line(f"inverse=lambda y{atoms}: {inv},")
+            if sp.proof.additive and sp.atoms:
                 assert sp.proof.shift is not None
                 delta = py_expr(sp.proof.shift, names, tensor=True)
-                e.line(f"delta=lambda {atoms}: {delta}),")
+                e.line(f"delta=lambda {atoms[2:]}: {delta}),")
             else:
                 e.line("delta=None),")
 

@@ -107,3 +107,27 @@ class ClassToken(nn.Module):
         if self.position == "last":
             return torch.cat([x, token], dim=1)
         return torch.cat([token, x], dim=1)
+
+
+class Learned(nn.Module):
+    """A learned tensor of a fixed shape (no inputs)."""
+
+    def __init__(self, shape: tuple[int, ...], init: float = 0.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full(tuple(shape), float(init)))
+
+    def forward(self) -> torch.Tensor:
+        return self.weight
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose running statistics are updated once per training step.
+
+    While the reversible backward recomputes a block (`is_recomputing()`), it normalises with the
+    batch statistics exactly as the forward did but leaves the running mean and variance (and
+    the batch counter) alone, so they match plain training."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and is_recomputing():
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        return super().forward(x)

@@ -115,6 +115,14 @@ def _atoms(value: Any) -> tuple[torch.Tensor, ...]:
     return value if isinstance(value, tuple) else (value,)
 
 
+def _call_fn(block: nn.Module, step: Any, reads: list[torch.Tensor],
+             options: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """The step's opaque functions (none when the update is a formula of the stream alone)."""
+    if not step.fn:
+        return ()
+    return _atoms(getattr(block, step.fn)(*reads, **options))
+
+
 def _step_params(block: nn.Module, step: Any) -> list[nn.Parameter]:
     return [
         p for name in step.modules for p in getattr(block, name).parameters() if p.requires_grad
@@ -133,7 +141,7 @@ def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[st
             continue
         if rng is not None and _draws_random(block, step):
             rng.append(((position, k), _rng_state(next(iter(state.values())).device)))
-        atoms = _atoms(getattr(block, step.fn)(*[state[r] for r in step.reads], **options))
+        atoms = _call_fn(block, step, [state[r] for r in step.reads], options)
         if isinstance(step, Couple):
             state[step.target] = step.forward(state[step.target], *atoms)
         else:
@@ -150,13 +158,23 @@ def _accumulate(slots: list[Any], index: dict[int, int], params: list[nn.Paramet
         slots[i] = g if slots[i] is None else slots[i] + g
 
 
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
 def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
-                   grads: dict[str, torch.Tensor], options: dict[str, Any], rng: list[Any],
-                   index: dict[int, int], slots: list[Any], position: int = 0) -> None:
+                   grads: dict[str, torch.Tensor | None], options: dict[str, Any],
+                   rng: list[Any], index: dict[int, int], slots: list[Any],
+                   position: int = 0) -> None:
     """Undo one block in place on `state`/`grads`: rebuild its inputs and backpropagate.
 
-    Each step's functions are recomputed once with grad enabled; the same values serve the
-    reconstruction (through the proved inverse) and the gradient.
+    Each step's functions are recomputed once; with grad enabled the same values serve the
+    reconstruction (through the proved inverse) and the gradient. A gradient of None means "no
+    gradient flows here" (as in plain autograd): such a step is only inverted, without a graph.
     """
     for k in range(len(block.STEPS) - 1, -1, -1):
         step = block.STEPS[k]
@@ -164,56 +182,63 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
             outs = [state.pop(n) for n in step.outputs]
             gouts = [grads.pop(n) for n in step.outputs]
             state.update(zip(step.inputs, _atoms(step.inverse(*outs)), strict=True))
-            grads.update(zip(step.inputs, _atoms(step.inverse(*gouts)), strict=True))
+            if all(g is None for g in gouts):
+                grads.update((n, None) for n in step.inputs)
+            else:
+                gouts = [torch.zeros_like(o) if g is None else g for g, o in zip(gouts, outs)]
+                grads.update(zip(step.inputs, _atoms(step.inverse(*gouts)), strict=True))
             continue
         if rng and rng[-1][0] == (position, k):
-            _set_rng_state(state[step.target].device, rng.pop()[1])
+            _set_rng_state(next(iter(state.values())).device, rng.pop()[1])
+        dy = grads.pop(step.target)
+        if dy is None:
+            # nothing to backpropagate: undo the step without building a graph
+            if isinstance(step, Couple):
+                with torch.no_grad():
+                    atoms = _call_fn(block, step, [state[r] for r in step.reads], options)
+                    state[step.target] = step.inverse(state[step.target], *atoms)
+                grads[step.target] = None
+            else:
+                state.pop(step.target)
+            continue
         reads = [state[r].detach().requires_grad_(True) for r in step.reads]
         params = _step_params(block, step)
         with torch.enable_grad():
-            atoms = _atoms(getattr(block, step.fn)(*reads, **options))
+            atoms = _call_fn(block, step, reads, options)
         if isinstance(step, Couple):
             y = state[step.target]
-            dy = grads[step.target]
             with torch.no_grad():
                 x = step.inverse(y, *[a.detach() for a in atoms])
+            del y
             if step.delta is not None:
                 with torch.enable_grad():
                     out = step.delta(*atoms)
                 inputs = [*reads, *params]
-                dx = dy
+                dx: torch.Tensor | None = dy
             else:
                 x = x.detach().requires_grad_(True)
                 with torch.enable_grad():
                     out = step.forward(x, *atoms)
                 inputs = [x, *reads, *params]
                 dx = None
-            del y
-            if out.requires_grad:
-                got = torch.autograd.grad(out, inputs, dy, allow_unused=True)
-            else:
-                got = (None,) * len(inputs)
+            got = (torch.autograd.grad(out, inputs, dy, allow_unused=True)
+                   if out.requires_grad else (None,) * len(inputs))
             del out, atoms
             if dx is None:
-                dx = got[0] if got[0] is not None else torch.zeros_like(dy)
-                got = got[1:]
+                dx, got = got[0], got[1:]
                 x = x.detach()
             state[step.target] = x
             grads[step.target] = dx
         else:
             state.pop(step.target)
-            dnew = grads.pop(step.target)
             with torch.enable_grad():
                 out = step.combine(*atoms)
             inputs = [*reads, *params]
-            if out.requires_grad:
-                got = torch.autograd.grad(out, inputs, dnew, allow_unused=True)
-            else:
-                got = (None,) * len(inputs)
+            got = (torch.autograd.grad(out, inputs, dy, allow_unused=True)
+                   if out.requires_grad else (None,) * len(inputs))
             del out, atoms
         for name, g in zip(step.reads, got[: len(reads)], strict=True):
-            if g is not None:
-                grads[name] = grads[name] + g
+            grads[name] = _add(grads[name], g)
         _accumulate(slots, index, params, got[len(reads):])
 
 
@@ -224,6 +249,7 @@ class _ReversibleFunction(torch.autograd.Function):
     def forward(ctx: Any, segment: ReversibleSegment, options: dict[str, Any], n: int,
                 *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         streams, params = args[:n], args[n:]
+        ctx.set_materialize_grads(False)  # unused outputs send None: no work, no zero grads
         device = streams[0].device
         ctx.segment, ctx.options, ctx.params = segment, options, params
         ctx.autocast = _autocast_state(device.type)
@@ -244,10 +270,7 @@ class _ReversibleFunction(torch.autograd.Function):
         segment = ctx.segment
         outs = ctx.saved_tensors
         state = {n: t.detach() for n, t in zip(segment.outputs, outs, strict=True)}
-        grads = {
-            n: (g if g is not None else torch.zeros_like(t))
-            for n, g, t in zip(segment.outputs, douts, outs, strict=True)
-        }
+        grads: dict[str, torch.Tensor | None] = dict(zip(segment.outputs, douts, strict=True))
         params = ctx.params
         index = {id(p): i for i, p in enumerate(params)}
         slots: list[Any] = [None] * len(params)

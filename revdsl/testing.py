@@ -1,0 +1,110 @@
+"""Testing helpers for generated models (also used by `revdsl test`).
+
+* `concrete`: a symbolic shape made concrete (batch and free dimensions given values);
+* `random_inputs`: random tensors for a program's inputs;
+* `block_inverse_errors`: for every reversible block, inverse(forward(x)) against x;
+* `gradient_errors`: the reversible backward against plain autograd, same seed.
+
+Hypothesis strategies for random specs live in `revdsl.strategies`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import sympy
+import torch
+
+from revdsl import ir
+from revdsl.shapes import B, Shape
+
+
+def concrete(shape: Shape, batch: int = 2, sizes: dict[str, int] | None = None,
+             default: int = 16) -> tuple[int, ...]:
+    values: dict[sympy.Symbol, int] = {B: batch}
+    out = []
+    for d in shape:
+        e = sympy.sympify(d)
+        for s in e.free_symbols:
+            if s not in values:
+                values[s] = (sizes or {}).get(s.name, default)
+        out.append(int(e.subs(values)))
+    return tuple(out)
+
+
+def random_inputs(program: ir.Program, batch: int = 2, sizes: dict[str, int] | None = None,
+                  dtype: torch.dtype = torch.float64, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(concrete(n.shape, batch, sizes), generator=g, dtype=dtype)
+            for n in program.inputs]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|."""
+    denom = b.abs().max().item() if b.numel() else 0.0
+    return (a - b).abs().max().item() / (denom if denom > 0 else 1.0)
+
+
+def _blocks(model: torch.nn.Module, program: ir.Program) -> Iterator[tuple[ir.Block, Any]]:
+    for seg in program.segments:
+        module = getattr(model, seg.name)
+        for block, mod in zip(seg.blocks, module.blocks, strict=True):
+            yield block, mod
+
+
+@torch.no_grad()
+def block_inverse_errors(model: torch.nn.Module, program: ir.Program, batch: int = 2,
+                         sizes: dict[str, int] | None = None, seed: int = 0,
+                         options: dict[str, Any] | None = None) -> list[float]:
+    """inverse(forward(x)) vs x for every reversible block, on random stream values."""
+    was = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    dtype = next(model.parameters()).dtype
+    errs = []
+    try:
+        for block, mod in _blocks(model, program):
+            xs = [torch.randn(concrete(n.shape, batch, sizes), generator=g, dtype=dtype)
+                  for n in block.inputs]
+            ys = mod(*xs, **(options or {}))
+            ys = ys if isinstance(ys, tuple) else (ys,)
+            back = mod.inverse(*ys, **(options or {}))
+            back = back if isinstance(back, tuple) else (back,)
+            errs.append(max(rel_err(a, b) for a, b in zip(back, xs, strict=True)))
+    finally:
+        model.train(was)
+    return errs
+
+
+def _step(model: torch.nn.Module, inputs: list[torch.Tensor], reversible: bool, seed: int,
+          options: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor],
+                                            list[torch.Tensor]]:
+    model.reversible = reversible
+    model.train()
+    model.zero_grad(set_to_none=True)
+    xs = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
+    torch.manual_seed(seed)
+    out = model(*xs, **options)
+    outs = out if isinstance(out, tuple) else (out,)
+    loss = sum((o.float() * torch.linspace(-1, 1, o.numel(), dtype=torch.float32).view(o.shape))
+               .sum() for o in outs)
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()
+             if p.grad is not None}
+    return torch.cat([o.detach().flatten() for o in outs]), grads, [
+        x.grad.detach().clone() for x in xs if x.grad is not None]
+
+
+def gradient_errors(model: torch.nn.Module, inputs: list[torch.Tensor], seed: int = 1234,
+                    **options: Any) -> dict[str, float]:
+    """Relative errors (output, parameter and input gradients) of reversible vs plain."""
+    out_r, g_r, x_r = _step(model, inputs, True, seed, options)
+    out_b, g_b, x_b = _step(model, inputs, False, seed, options)
+    if set(g_r) != set(g_b):
+        raise AssertionError(f"gradients for different parameters: {sorted(set(g_r) ^ set(g_b))}")
+    errs = {"output": rel_err(out_r, out_b),
+            "params": max((rel_err(g_r[n], g_b[n]) for n in g_b), default=0.0),
+            "input": max((rel_err(a, b) for a, b in zip(x_r, x_b)), default=0.0)}
+    errs["worst"] = max(errs.values())
+    return errs
