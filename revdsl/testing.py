@@ -49,8 +49,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def _blocks(model: torch.nn.Module, program: ir.Program) -> Iterator[tuple[ir.Block, Any]]:
     for seg in program.segments:
         module = getattr(model, seg.name)
-        for block, mod in zip(seg.blocks, module.blocks, strict=True):
-            yield block, mod
+        yield from zip(seg.blocks, module.blocks, strict=True)
 
 
 @torch.no_grad()

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from revdsl.runtime.engine import is_recomputing
+
 
 class PatchEmbed(nn.Module):
     """A strided convolution from an image to tokens: [B, C, H, W] -> [B, N, dim]
