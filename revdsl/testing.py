@@ -107,3 +107,99 @@ def gradient_errors(model: torch.nn.Module, inputs: list[torch.Tensor], seed: in
             "input": max((rel_err(a, b) for a, b in zip(x_r, x_b)), default=0.0)}
     errs["worst"] = max(errs.values())
     return errs
+
+
+# ---- hypothesis strategies --------------------------------------------------------------------
+
+from dataclasses import dataclass, field  # noqa: E402
+
+from hypothesis import strategies as st  # noqa: E402
+
+# update forms: (template, invertible?) -- t is the target, F and G functions of other streams
+FORMS: dict[str, tuple[str, bool]] = {
+    "add": ("{t} += {F}", True),
+    "sub": ("{t} -= {F}", True),
+    "affine_exp": ("{t} = {t} * exp(tanh({G})) + {F}", True),
+    "sigmoid_eps": ("{t} = {t} * (sigmoid({G}) + 0.01) + {F}", True),
+    "const_scale": ("{t} = {t} * -0.5 + {F}", True),
+    "double": ("{t} = {t} * 2 - {F}", True),
+    "zero_scale": ("{t} = {t} * 0 + {F}", False),
+    "free_scale": ("{t} = {t} * {G} + {F}", False),
+    "relu": ("{t} = relu({t}) + {F}", False),
+    "square": ("{t} = {t} * {t} + {F}", False),
+    "overwrite": ("{t} = {F}", False),
+}
+
+
+@dataclass
+class RandomSpec:
+    """A generated spec and what an independent oracle expects the verifier to say."""
+
+    text: str
+    valid: bool
+    expected: list[str] = field(default_factory=list)  # why it is invalid, step by step
+
+
+def _fn(reads: list[str], kind: int) -> str:
+    terms = []
+    for i, r in enumerate(reads):
+        terms.append(f"linear({r}, out=8)" if (kind + i) % 2 else f"mlp(layernorm({r}))")
+    return " + ".join(terms)
+
+
+FAULTS = ("self_read", "stale_read", "form")
+
+
+@st.composite
+def coupling_specs(draw: st.DrawFn, min_streams: int = 2, max_streams: int = 4,
+                   max_blocks: int = 2, max_steps: int = 4,
+                   invalid: bool = True) -> RandomSpec:
+    """Random reversible programs of coupling steps over 2-4 streams of shape [B, 4, 8].
+
+    Each step picks a target, the streams its functions read, and an invertible update form.
+    With `invalid`, half of the programs get one fault at a random step: the step reads its own
+    target, reads a stale value through a local, or uses a non-invertible form; the oracle
+    (`RandomSpec.valid`, `.expected`) records it."""
+    n = draw(st.integers(min_streams, max_streams))
+    names = [f"s{i}" for i in range(n)]
+    good = [k for k, (_, ok) in FORMS.items() if ok]
+    bad = [k for k, (_, ok) in FORMS.items() if not ok]
+    shape = [draw(st.integers(1, max_steps)) for _ in range(draw(st.integers(1, max_blocks)))]
+    total = sum(shape)
+    fault_at = draw(st.integers(0, total - 1)) if invalid and draw(st.booleans()) else -1
+    fault = draw(st.sampled_from(FAULTS)) if fault_at >= 0 else None
+    lines: list[str] = []
+    expected: list[str] = []
+    k = 0
+    for steps in shape:
+        lines.append("    block {")
+        for _ in range(steps):
+            here = fault if k == fault_at else None
+            k += 1
+            t = draw(st.sampled_from(names))
+            others = [x for x in names if x != t]
+            reads = draw(st.lists(st.sampled_from(others), min_size=1, max_size=2, unique=True))
+            if here == "self_read":
+                reads = [*reads, t]
+                expected.append(f"{t} reads {t}")
+            elif here == "stale_read":
+                # a local taken before another stream's update, used after it
+                r = reads[0]
+                local = f"u{k}"
+                lines.append(f"        {local} = layernorm({r})")
+                lines.append(f"        {r} += {_fn([x for x in names if x != r][:1], 0)}")
+                reads = [local if x == r else x for x in reads]
+                expected.append(f"{t} reads a stale {r}")
+            form = draw(st.sampled_from(bad if here == "form" else good))
+            if here == "form":
+                expected.append(f"{t}: {form}")
+            kind = draw(st.integers(0, 1))
+            lines.append("        " + FORMS[form][0].format(t=t, F=_fn(reads, kind),
+                                                            G=f"linear({reads[0]}, out=8)"))
+        lines.append("    }")
+    text = (
+        "model Random\ninput x: [B, 4, 8]\nreversible r {\n"
+        f"    streams {', '.join(names)} = dup(x, {n})\n" + "\n".join(lines) + "\n}\n"
+        f"y = concat({', '.join(names)}, dim=-1)\noutput y\n"
+    )
+    return RandomSpec(text=text, valid=not expected, expected=expected)
