@@ -41,7 +41,7 @@ def build_graph(program: ir.Program) -> nx.DiGraph:
     segments_seen = 0
     n_segments = len(program.segments)
     for item in program.items:
-        if isinstance(item, ir.Assign):
+        if isinstance(item, ir.Assign | ir.PlainBlock):
             if item.head:
                 region = "head"
             elif segments_seen == 0:
@@ -50,7 +50,11 @@ def build_graph(program: ir.Program) -> nx.DiGraph:
                 region = "head"
             else:
                 region = "transition"
-            add_tree(item.values, region=region)
+            if isinstance(item, ir.PlainBlock):
+                for a in item.assigns:
+                    add_tree(a.values, region=region, group=item.name)
+            else:
+                add_tree(item.values, region=region)
             continue
         seg_index = segments_seen
         segments_seen += 1

@@ -228,7 +228,22 @@ class Segment:
     span: Span | None = _span()
 
 
-Item = Assign | Segment
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlainBlock:
+    """`block name { ... }` outside a segment: ordinary (stored) computation grouped into one
+    module, e.g. a stage transition. In reversible mode it is recomputed from its inputs in the
+    backward, so only its inputs are kept."""
+
+    name: str
+    label: str  # the name as written (several blocks from one loop share it)
+    assigns: tuple[Assign, ...]
+    modules: tuple[tuple[str, OpNode], ...]
+    inputs: tuple[Node, ...]  # values from outside the block that it reads
+    head: bool = False
+    span: Span | None = _span()
+
+
+Item = Assign | Segment | PlainBlock
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,6 +263,10 @@ class Program:
     @property
     def segments(self) -> tuple[Segment, ...]:
         return tuple(i for i in self.items if isinstance(i, Segment))
+
+    @property
+    def plain_blocks(self) -> tuple[PlainBlock, ...]:
+        return tuple(i for i in self.items if isinstance(i, PlainBlock))
 
     def param(self, name: str) -> Param | None:
         for p in self.params:

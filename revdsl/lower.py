@@ -115,6 +115,16 @@ class _Phase:
 
 
 @dataclass(eq=False)
+class _Plain:
+    name: str
+    span: Span | None
+    scope: int = 0
+    inputs: dict[int, ir.Node] = field(default_factory=dict)
+    assigns: list[ir.Assign] = field(default_factory=list)
+    modules: list[tuple[ir.OpNode, str, Span | None]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
 class _Segment:
     key: str
     name: str | None
@@ -151,6 +161,8 @@ class _Elaborator:
         self.head_used = False
         self.n_segments = 0
         self.entry_mode = False
+        self.plain: _Plain | None = None
+        self.n_plain = 0
 
     # ---- helpers ------------------------------------------------------------------------------
 
@@ -205,11 +217,14 @@ class _Elaborator:
         items = self._name_segments()
         model_modules = self._name_modules(self.model_modules, scope="model")
         taken = {name for name, _ in model_modules}
-        for seg in (i for i in items if isinstance(i, ir.Segment)):
-            if seg.name in taken:
-                raise SpecNameError(
-                    f"segment name '{seg.name}' is also the name of a layer", seg.span
-                )
+        for item in items:
+            if isinstance(item, ir.Segment | ir.PlainBlock):
+                if item.name in taken:
+                    raise SpecNameError(
+                        f"'{item.name}' names a segment or block and another part of the model",
+                        item.span,
+                    )
+                taken.add(item.name)
         return ir.Program(
             name=self.model_name,
             source_name=self.spec.source_name,
@@ -389,12 +404,16 @@ class _Elaborator:
         for t in s.targets:
             self._check_ident(t.name, t.span, "value")
         nodes = tuple(v.node for v in tensors)
-        self.items.append(
-            ir.Assign(targets=tuple(t.name for t in s.targets), values=nodes,
-                      head=self.in_head, span=s.span)
-        )
+        self._emit(ir.Assign(targets=tuple(t.name for t in s.targets), values=nodes,
+                             head=self.in_head, span=s.span))
         for t, v in zip(s.targets, tensors, strict=True):
             self.bind(t.name, v)
+
+    def _emit(self, a: ir.Assign) -> None:
+        if self.plain is not None:
+            self.plain.assigns.append(a)
+        else:
+            self.items.append(a)
 
     def _spread(self, value: Any, n: int, s: ast.Stmt) -> list[Any]:
         if n == 1:
@@ -417,8 +436,8 @@ class _Elaborator:
         if not isinstance(value, TVal):
             self.bind(s.target.name, value)
             return
-        self.items.append(ir.Assign(targets=(s.target.name,), values=(value.node,),
-                                    head=self.in_head, span=s.span))
+        self._emit(ir.Assign(targets=(s.target.name,), values=(value.node,),
+                             head=self.in_head, span=s.span))
         self.bind(s.target.name, value)
 
     # ---- segments -----------------------------------------------------------------------------
@@ -428,6 +447,8 @@ class _Elaborator:
             raise SpecTypeError("reversible segments cannot be nested", s.span)
         if self.in_head:
             raise SpecTypeError("a reversible segment cannot be inside `head`", s.span)
+        if self.plain is not None:
+            raise SpecTypeError("a reversible segment cannot be inside a block", s.span)
         if s.name is not None:
             self._check_ident(s.name, s.span, "segment")
         key = f"seg{self.n_segments}"
@@ -443,35 +464,40 @@ class _Elaborator:
                     "this segment declares no streams: start it with `streams a, b = ...`",
                     s.span,
                 )
-            if not seg.blocks:
-                raise SpecTypeError("this segment has no steps", s.span)
-            exits = tuple(
-                seg.live[n].current for n in sorted(seg.live, key=lambda n: seg.order[n])
-            )
-            self.items.append(
-                ir.Segment(
-                    name=s.name or "", entry=tuple(seg.entry),
-                    entry_assign=tuple(seg.entry_assign), blocks=tuple(seg.blocks),
-                    exits=exits, span=s.span,
-                )
-            )
             indexed = {
                 name: (arr.base, idx)
                 for arr in self.scopes[seg.scope].values() if isinstance(arr, StreamArray)
                 for idx, name in arr.names.items()
             }
+            if seg.blocks:
+                exits = tuple(
+                    seg.live[n].current for n in sorted(seg.live, key=lambda n: seg.order[n])
+                )
+                self.items.append(
+                    ir.Segment(
+                        name=s.name or "", entry=tuple(seg.entry),
+                        entry_assign=tuple(seg.entry_assign), blocks=tuple(seg.blocks),
+                        exits=exits, span=s.span,
+                    )
+                )
+                final: list[tuple[str, ir.Node]] = [(n.stream, n) for n in exits]
+            else:
+                # no reversible blocks (e.g. a stage that is only its transition): the streams
+                # keep their initial values, computed by ordinary statements
+                self.items.extend(seg.entry_assign)
+                final = [(e.stream, e.node) for e in seg.entry]
         finally:
             self.scopes.pop()
             self.seg = None
         # the streams' final values are ordinary values after the segment
         arrays: dict[str, dict[int, TVal]] = {}
-        for node in exits:
+        for stream, node in final:
             tv = TVal(node, len(self.scopes) - 1)
-            if node.stream in indexed:
-                base, idx = indexed[node.stream]
+            if stream in indexed:
+                base, idx = indexed[stream]
                 arrays.setdefault(base, {})[idx] = tv
             else:
-                self.bind(node.stream, tv)
+                self.bind(stream, tv)
         for base, elems in arrays.items():
             self.bind(base, [elems[i] for i in sorted(elems)])
 
@@ -591,6 +617,9 @@ class _Elaborator:
         return self.blk
 
     def s_BlockStmt(self, s: ast.BlockStmt) -> None:
+        if self.seg is None and s.kind == "block":
+            self._plain_block(s)
+            return
         self._need_seg(s, f"`{s.kind}`")
         if self.blk is not None and not self.blk.implicit:
             raise SpecTypeError(f"a `{s.kind}` cannot be inside another block", s.span)
@@ -602,6 +631,34 @@ class _Elaborator:
             self.stmts(s.body)
         finally:
             self._close_block()
+
+    def _plain_block(self, s: ast.BlockStmt) -> None:
+        if self.plain is not None:
+            raise SpecTypeError("blocks cannot be nested", s.span)
+        if s.name is None:
+            raise SpecNameError("a block outside a reversible segment needs a name: "
+                                "`block transition { ... }`", s.span)
+        self._check_ident(s.name, s.span, "layer")
+        self.plain = _Plain(name=s.name, span=s.span, scope=len(self.scopes))
+        self.scopes.append({})
+        try:
+            self.stmts(s.body)
+            scope = self.scopes[-1]
+        finally:
+            self.scopes.pop()
+            plain, self.plain = self.plain, None
+        # names assigned in the block stay visible after it (its outputs)
+        for name, value in scope.items():
+            if isinstance(value, TVal):
+                value = TVal(value.node, len(self.scopes) - 1)
+            self.bind(name, value)
+        if not plain.assigns:
+            return
+        modules = self._name_modules(plain.modules, scope="block")
+        self.items.append(ir.PlainBlock(name=plain.name, label=plain.name,
+                                        assigns=tuple(plain.assigns), modules=tuple(modules),
+                                        inputs=tuple(plain.inputs.values()), head=self.in_head,
+                                        span=s.span))
 
     def s_Repeat(self, s: ast.Repeat) -> None:
         self._need_seg(s, "`repeat`")
@@ -842,6 +899,8 @@ class _Elaborator:
                 f"{_line(value.span)}",
                 e.span,
             )
+        if isinstance(value, TVal) and self.plain is not None and level < self.plain.scope:
+            self.plain.inputs.setdefault(value.node.id, value.node)
         if isinstance(value, TVal) and self.seg is not None and not self.entry_mode:
             if level < self.seg.scope:
                 raise SpecTypeError(
@@ -1125,6 +1184,8 @@ class _Elaborator:
             elif self.seg is not None and not self.entry_mode:
                 blk = self._ensure_block(span)
                 blk.modules.append(record)
+            elif self.plain is not None:
+                self.plain.modules.append(record)
             else:
                 self.model_modules.append(record)
         level = len(self.scopes) - 1
@@ -1200,14 +1261,15 @@ class _Elaborator:
         return names
 
     def _name_segments(self) -> list[ir.Item]:
-        segs = [i for i in self.items if isinstance(i, ir.Segment)]
+        items = self._name_plain_blocks(self.items)
+        segs = [i for i in items if isinstance(i, ir.Segment)]
         given: dict[str, int] = {}
         for s in segs:
             if s.name:
                 given[s.name] = given.get(s.name, 0) + 1
         counters: dict[str, int] = {}
         out: list[ir.Item] = []
-        for item in self.items:
+        for item in items:
             if not isinstance(item, ir.Segment):
                 out.append(item)
                 continue
@@ -1221,6 +1283,22 @@ class _Elaborator:
                 counters[base] = k + 1
                 name = f"{base}{k}"
             out.append(replace(item, name=name))
+        return out
+
+
+    def _name_plain_blocks(self, items: list[ir.Item]) -> list[ir.Item]:
+        counts: dict[str, int] = {}
+        for i in items:
+            if isinstance(i, ir.PlainBlock):
+                counts[i.name] = counts.get(i.name, 0) + 1
+        seen: dict[str, int] = {}
+        out: list[ir.Item] = []
+        for i in items:
+            if isinstance(i, ir.PlainBlock) and counts[i.name] > 1:
+                k = seen.get(i.name, 0)
+                seen[i.name] = k + 1
+                i = replace(i, name=f"{i.name}{k}")
+            out.append(i)
         return out
 
 

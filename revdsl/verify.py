@@ -73,7 +73,11 @@ class Stored:
 
 @dataclass(frozen=True)
 class Boundary:
-    """A non-invertible part: activations are stored here for the backward."""
+    """A part of the model and what the backward keeps of it.
+
+    `stored`: what the generated module keeps per sample in reversible mode; `baseline`: what
+    plain autograd keeps (every activation). For a segment, the first is its outputs; for a
+    named block, its inputs (it is recomputed); for loose statements, what their ops save."""
 
     kind: str  # 'stem' | 'transition' | 'head' | 'segment'
     name: str
@@ -81,13 +85,22 @@ class Boundary:
     ops: tuple[str, ...]
     stored: tuple[Stored, ...]
     note: str = ""
+    baseline: tuple[Stored, ...] = ()
 
     @property
     def bytes_per_sample(self) -> sympy.Expr:
-        total: sympy.Expr = sympy.Integer(0)
-        for s in self.stored:
-            total = total + s.bytes_per_sample
-        return simp(total)
+        return _total(self.stored)
+
+    @property
+    def baseline_bytes_per_sample(self) -> sympy.Expr:
+        return _total(self.baseline)
+
+
+def _total(items: tuple[Stored, ...]) -> sympy.Expr:
+    total: sympy.Expr = sympy.Integer(0)
+    for s in items:
+        total = total + s.bytes_per_sample
+    return simp(total)
 
 
 @dataclass(frozen=True)
@@ -402,56 +415,80 @@ def display_formula(sp: StepProof, which: str = "forward") -> str:
 
 
 def boundaries(program: ir.Program) -> list[Boundary]:
-    """What is stored for the backward outside the reversible functions, region by region."""
+    """What is stored for the backward, part by part, in reversible mode and in plain autograd."""
     out: list[Boundary] = []
     seen: set[int] = {n.id for n in program.inputs}
     region: list[ir.Assign] = []
     n_seg = len(program.segments)
     done_segments = 0
 
-    def flush(kind: str, name: str) -> None:
+    def region_kind(head: bool = False) -> str:
+        if head or (done_segments == n_seg and n_seg):
+            return "head"
+        return "stem" if done_segments == 0 else "transition"
+
+    def flush(kind: str) -> None:
         nonlocal region
         if not region:
             return
         roots = [v for a in region for v in a.values]
         ops, stored = _stored_by(roots, seen)
+        name = kind if kind != "transition" else f"transition after {last_segment}"
         out.append(Boundary(kind=kind, name=name, span=region[0].span, ops=tuple(ops),
-                            stored=tuple(stored)))
+                            stored=tuple(stored), baseline=tuple(stored)))
         region = []
 
-    def region_kind() -> str:
-        if done_segments == 0:
-            return "stem"
-        return "head" if done_segments == n_seg else "transition"
-
+    last_segment = ""
     for item in program.items:
         if isinstance(item, ir.Assign):
-            if item.head and done_segments < n_seg:
-                flush(region_kind(), region_kind())
             region.append(item)
             continue
-        region.extend(item.entry_assign)
-        kind = region_kind()
-        flush(kind, kind if kind != "transition" else f"transition before {item.name}")
+        flush(region_kind(region[-1].head if region else False))
+        if isinstance(item, ir.PlainBlock):
+            roots = [v for a in item.assigns for v in a.values]
+            ops, baseline = _stored_by(roots, seen)
+            kept = tuple(
+                Stored(f"input of {item.name}", n.shape, per_sample(n.shape) * BYTES_PER_ELEMENT)
+                for n in item.inputs
+            )
+            out.append(Boundary(
+                kind=region_kind(item.head), name=item.name, span=item.span, ops=tuple(ops),
+                stored=kept, baseline=tuple(baseline),
+                note="recomputed from its inputs in the backward",
+            ))
+            continue
+        entry_ops, entry_saved = _stored_by([v for a in item.entry_assign for v in a.values],
+                                            seen)
+        for e in item.entry:
+            seen.add(e.start.id)
         stored = tuple(
             Stored(f"{n.stream} (segment output)", n.shape,
                    per_sample(n.shape) * BYTES_PER_ELEMENT)
             for n in item.exits
         )
-        for e in item.entry:
-            seen.add(e.start.id)
+        baseline = list(entry_saved)
+        for block in item.blocks:
+            for step in flat_steps(block):
+                if isinstance(step, ir.Restructure):
+                    continue
+                _ops, saved = _stored_by([step.expr], set(seen))
+                baseline.extend(saved)
         out.append(Boundary(
-            kind="segment", name=item.name, span=item.span, ops=(), stored=stored,
+            kind="segment", name=item.name, span=item.span, ops=tuple(entry_ops),
+            stored=tuple(entry_saved) + stored,
             note=f"{len(item.blocks)} reversible blocks; only the outputs are kept",
+            baseline=tuple(baseline),
         ))
         for n in item.exits:
             seen.add(n.id)
         done_segments += 1
-    flush("head", "head")
+        last_segment = item.name
+    flush(region_kind(region[-1].head if region else False))
     return out
 
 
 def _stored_by(roots: list[ir.Node], seen: set[int]) -> tuple[list[str], list[Stored]]:
+    """The ops under `roots` not yet counted, and what plain autograd saves for them."""
     ops: list[str] = []
     stored: list[Stored] = []
     for node in ir.walk(roots, stop=seen):
@@ -462,9 +499,9 @@ def _stored_by(roots: list[ir.Node], seen: set[int]) -> tuple[list[str], list[St
         assert opdef is not None
         ops.append(node.op)
         in_shapes = [c.shape for c in node.inputs]
-        for shape in opdef.saved(in_shapes, list(node.out_shapes), node.attr_dict):
-            stored.append(Stored(f"{node.op}", tuple(shape),
-                                 per_sample(shape) * BYTES_PER_ELEMENT))
+        attrs = {k: v for k, v in node.attrs if not k.startswith("__")}
+        for shape in opdef.saved(in_shapes, list(node.out_shapes), attrs):
+            stored.append(Stored(node.op, tuple(shape), per_sample(shape) * BYTES_PER_ELEMENT))
     return ops, stored
 
 

@@ -53,10 +53,11 @@ def golden(path: Path, text: str) -> None:
                     + diff[:6000])
 
 
-def rel_err(a, b) -> float:  # type: ignore[no-untyped-def]
-    """max |a - b| / max |b| (a norm-wise relative error that ignores tiny entries)."""
-    denom = b.abs().max().item()
-    return (a - b).abs().max().item() / (denom if denom > 0 else 1.0)
+def rel_err(a, b, floor: float = 0.0) -> float:  # type: ignore[no-untyped-def]
+    """max |a - b| / max(max |b|, floor) (see revdsl.testing.rel_err)."""
+    from revdsl.testing import rel_err as _rel
+
+    return _rel(a, b, floor)
 
 
 def train_step(model, inputs, rev: bool, seed: int = 1234, **options: Any):  # type: ignore[no-untyped-def]
@@ -84,7 +85,10 @@ def grad_errors(model, inputs, **options: Any) -> dict[str, float]:  # type: ign
     out_b, g_b, x_b = train_step(model, inputs, False, **options)
     assert set(g_r) == set(g_b), set(g_r) ^ set(g_b)
     errs = {"output": rel_err(out_r, out_b)}
-    errs["params"] = max(rel_err(g_r[n], g_b[n]) for n in g_b)
+    from revdsl.testing import grad_floor
+
+    floor = grad_floor(g_b)
+    errs["params"] = max(rel_err(g_r[n], g_b[n], floor) for n in g_b)
     errs["input"] = max((rel_err(a, b) for a, b in zip(x_r, x_b)), default=0.0)
     errs["worst"] = max(errs.values())
     return errs

@@ -154,7 +154,7 @@ def _load() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from revdsl.catalogue import conv, core, vit  # noqa: F401
+    from revdsl.catalogue import conv, core, mvit, vit  # noqa: F401
 
 
 def render_template(op: OpDef, args: list[str], attrs: dict[str, Any]) -> str:

@@ -54,10 +54,8 @@ register(
         shape=_conv_shape,
         ctor=lambda s, a: [
             ("in_channels", s[0][1]), ("out_channels", a["out"]), ("kernel_size", a["kernel"]),
-            *([("stride", a["stride"])] if a["stride"] != 1 else []),
-            *([("padding", _pad(a))] if _pad(a) else []),
-            *([("groups", _groups(s[0], a))] if _groups(s[0], a) != 1 else []),
-            *([] if a["bias"] else [("bias", False)]),
+            ("stride", a["stride"], 1), ("padding", _pad(a), 0),
+            ("groups", _groups(s[0], a), 1), ("bias", a["bias"], True),
         ],
         ctor_positional=3,
         params=lambda s, a: to_expr(a["out"]) * s[0][1] / _groups(s[0], a) * a["kernel"] ** 2
@@ -76,9 +74,8 @@ register(
         attrs=(Attr("eps", "float", default=1e-5), Attr("momentum", "float", default=0.1)),
         shape=lambda s, a: (need_rank(s[0], (4,), "batchnorm"), s[0])[1],
         ctor=lambda s, a: [
-            ("num_features", s[0][1]),
-            *([("eps", a["eps"])] if a["eps"] != 1e-5 else []),
-            *([("momentum", a["momentum"])] if a["momentum"] != 0.1 else []),
+            ("num_features", s[0][1]), ("eps", a["eps"], 1e-5),
+            ("momentum", a["momentum"], 0.1),
         ],
         params=lambda s, a: 2 * s[0][1],
         saved=lambda i, o, a: [i[0]],

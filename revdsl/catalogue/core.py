@@ -291,8 +291,8 @@ register(
         module="nn.Linear", inputs=1, positional=("out",),
         attrs=(Attr("out", "int"), Attr("bias", "bool", default=True)),
         shape=_linear_shape, default_name="linear",
-        ctor=lambda s, a: [("in_features", s[0][-1]), ("out_features", a["out"])]
-        + ([] if a["bias"] else [("bias", False)]),
+        ctor=lambda s, a: [("in_features", s[0][-1]), ("out_features", a["out"]),
+                           ("bias", a["bias"], True)],
         ctor_positional=2,
         params=lambda s, a: s[0][-1] * to_expr(a["out"]) + (to_expr(a["out"]) if a["bias"] else 0),
         macs=lambda i, o, a: numel(i[0]) * to_expr(a["out"]),

@@ -27,8 +27,8 @@ def _patch_shape(shapes: Sequence[Shape], a: dict[str, Any]) -> Shape:
     k = a["patch"]
     stride = a["stride"] or k
     pad = a["padding"]
-    for d in (h, w):
-        if to_expr(d).is_number and (int(d) + 2 * pad - k) % stride:
+    for d in (h, w):  # non-overlapping patches must tile the image exactly
+        if stride == k and pad == 0 and to_expr(d).is_number and int(d) % k:
             raise OpShapeError(
                 f"image size {d} is not covered exactly by patches of {k} with stride {stride}"
             )
@@ -54,9 +54,8 @@ register(
         shape=_patch_shape,
         ctor=lambda s, a: [
             ("in_chans", s[0][1]), ("dim", a["dim"]), ("patch", a["patch"]),
-            *([("stride", a["stride"])] if a["stride"] and a["stride"] != a["patch"] else []),
-            *([("padding", a["padding"])] if a["padding"] else []),
-            *([] if a["flatten"] else [("flatten", False)]),
+            ("stride", a["stride"] or a["patch"], a["patch"]),
+            ("padding", a["padding"], 0), ("flatten", a["flatten"], True),
         ],
         ctor_positional=2,
         params=lambda s, a: s[0][1] * a["patch"] ** 2 * to_expr(a["dim"]) + to_expr(a["dim"]),
@@ -125,10 +124,8 @@ register(
         ),
         shape=_attention_shape, stochastic=False,
         ctor=lambda s, a: [
-            ("dim", s[0][-1]), ("heads", a["heads"]),
-            *([] if a["qkv_bias"] else [("qkv_bias", False)]),
-            *([("attn_drop", a["attn_drop"])] if a["attn_drop"] else []),
-            *([("proj_drop", a["proj_drop"])] if a["proj_drop"] else []),
+            ("dim", s[0][-1]), ("heads", a["heads"]), ("qkv_bias", a["qkv_bias"], True),
+            ("attn_drop", a["attn_drop"], 0.0), ("proj_drop", a["proj_drop"], 0.0),
         ],
         params=lambda s, a: 4 * s[0][-1] ** 2 + (4 if a["qkv_bias"] else 1) * s[0][-1],
         macs=_attention_macs,
@@ -165,8 +162,7 @@ register(
         stochastic=False,
         ctor=lambda s, a: [
             ("dim", s[0][-1]), ("hidden", _mlp_hidden(s[0], a)),
-            *([("out", a["out"])] if a["out"] else []),
-            *([("drop", a["drop"])] if a["drop"] else []),
+            ("out", a["out"] or None, None), ("drop", a["drop"], 0.0),
         ],
         params=lambda s, a: s[0][-1] * _mlp_hidden(s[0], a) + _mlp_hidden(s[0], a)
         + _mlp_hidden(s[0], a) * _mlp_out(s[0], a) + _mlp_out(s[0], a),
@@ -205,8 +201,7 @@ register(
         module="ClassToken", inputs=1, default_name="cls_token",
         attrs=(Attr("position", "str", default="first", choices=("first", "last")),),
         shape=_cls_shape,
-        ctor=lambda s, a: [("dim", s[0][-1]), *([("position", "last")]
-                                                if a["position"] == "last" else [])],
+        ctor=lambda s, a: [("dim", s[0][-1]), ("position", a["position"], "first")],
         params=lambda s, a: s[0][-1],
     )
 )

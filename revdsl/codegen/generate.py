@@ -33,7 +33,9 @@ from revdsl.pyprint import py_expr
 from revdsl.shapes import fmt_shape, is_zero
 from revdsl.verify import Report, StepProof, display_formula, evaluate
 
-_SLOT = "\x00"
+_SLOT = "\x00"  # a constructor value: literal, or a class argument where instances differ
+_OPT = "\x02"  # an optional keyword argument: `, name=value`, left out where all are default
+_MISSING = object()
 
 
 def generate(program: ir.Program, report: Report) -> str:
@@ -134,6 +136,7 @@ class Template:
     text: str
     instances: list[BlockCode] = field(default_factory=list)
     args: list[tuple[str, list[int]]] = field(default_factory=list)  # arg name -> slots
+    omitted: set[int] = field(default_factory=set)  # optional slots at their default everywhere
 
 
 def _stochastic(opdef: OpDef, attrs: dict[str, Any]) -> bool:
@@ -164,6 +167,11 @@ class _Generator:
                 code = self._block_code(seg, block)
                 plans.append((self._template_for(code), code))
             self.segment_plans[seg.name] = plans
+        self.plain_plans: dict[str, tuple[Template, BlockCode]] = {}
+        for pb in self.program.plain_blocks:
+            code = self._plain_code(pb)
+            self.plain_plans[pb.name] = (self._template_for(code), code)
+            self.runtime.add("run_stored")
         for t in self.templates:
             self._finish_template(t)
         for _name, node in self.program.model_modules:
@@ -361,6 +369,105 @@ class _Generator:
         kind = block.kind
         return BlockCode(block=block, text=e.text(), slots=slots, kind=kind)
 
+    @property
+    def _declared(self) -> dict[int, str]:
+        """The name each statement value was given in the spec (for block parameters)."""
+        cache = self.__dict__.get("_declared_cache")
+        if cache is None:
+            cache = {n.id: n.name for n in self.program.inputs}
+            for item in self.program.items:
+                assigns: tuple[ir.Assign, ...] = ()
+                if isinstance(item, ir.Assign):
+                    assigns = (item,)
+                elif isinstance(item, ir.PlainBlock):
+                    assigns = item.assigns
+                else:
+                    assigns = item.entry_assign
+                    for x in item.exits:
+                        cache[x.id] = x.stream
+                for a in assigns:
+                    for t, v in zip(a.targets, a.values, strict=True):
+                        cache.setdefault(v.id, t)
+            self.__dict__["_declared_cache"] = cache
+        return cache
+
+    @staticmethod
+    def _plain_finals(pb: ir.PlainBlock) -> list[tuple[str, ir.Node]]:
+        """The values the block's names hold at its end."""
+        final: dict[str, ir.Node] = {}
+        for a in pb.assigns:
+            for t, v in zip(a.targets, a.values, strict=True):
+                final.pop(t, None)
+                final[t] = v
+        return list(final.items())
+
+    def _plain_outputs(self, pb: ir.PlainBlock) -> list[tuple[str, ir.Node]]:
+        """The block's final values that something after it reads (its outputs)."""
+        used = self._read_after(pb)
+        return [(t, v) for t, v in self._plain_finals(pb) if v.id in used]
+
+    def _read_after(self, pb: ir.PlainBlock) -> set[int]:
+        items = list(self.program.items)
+        later = items[items.index(pb) + 1:]
+        out = {self.program.output.id}
+        for item in later:
+            if isinstance(item, ir.PlainBlock):
+                out.update(n.id for n in item.inputs)
+                continue
+            if isinstance(item, ir.Assign):
+                roots = list(item.values)
+            else:
+                roots = [v for a in item.entry_assign for v in a.values]
+            out.update(n.id for n in _direct_refs(roots, self._named))
+        return out
+
+    def _plain_code(self, pb: ir.PlainBlock) -> BlockCode:
+        modules = {node.id: name for name, node in pb.modules}
+        options = _options_in([v for a in pb.assigns for v in a.values])
+        params: list[str] = []
+        names: dict[int, str] = {}
+        for n in pb.inputs:
+            base = self._declared.get(n.id, "x")
+            name = base
+            k = 1
+            while name in params:
+                k += 1
+                name = f"{base}_{k}"
+            params.append(name)
+            names[n.id] = name
+        slots: list[tuple[str, Any]] = []
+        e = Emitter()
+        e.docstring(f"A stored block ({_where(pb.span)}): not invertible, so in reversible "
+                    "mode it is\nrecomputed from its inputs in the backward instead of "
+                    "keeping its activations.")
+        e.blank()
+        ctor = Emitter()
+        with ctor.indented():
+            ctor.line("super().__init__()")
+            for name, node in pb.modules:
+                ctor.line(f"self.{name} = {self._ctor(node, slots)}")
+                self._need_op(node)
+        for a in pb.assigns:
+            for n in ir.walk(list(a.values)):
+                if isinstance(n, ir.OpNode):
+                    self._need_op(n)
+        e.line("def __init__(self) -> None:")
+        e.raw(ctor.text())
+        e.blank()
+        opt_sig = (", *, " + ", ".join(options)) if options else ""
+        e.line(f"def forward(self, {', '.join(params)}{opt_sig}):")
+        body = Emitter()
+        with body.indented():
+            ee = ExprEmitter(modules, dict(names), taken=set(params) | set(options))
+            named = set(names) | {v.id for a in pb.assigns for v in a.values}
+            later = _later_references(list(pb.assigns), named)
+            for k, a in enumerate(pb.assigns):
+                self._assign(body, a, ee, later[k])
+            outs = [ee.names[v.id] for _, v in self._plain_outputs(pb)]
+            body.line(f"return {', '.join(outs)}")
+        e.raw(body.text())
+        return BlockCode(block=pb, text=e.text(), slots=slots, kind="plain")  # type: ignore[arg-type]
+
     def _stream_node(self, sp: StepProof, stream: str) -> ir.StreamNode:
         for a in sp.atoms:
             nodes = [a] if isinstance(a, ir.StreamNode) else [
@@ -371,22 +478,29 @@ class _Generator:
         raise AssertionError(stream)
 
     def _ctor(self, node: ir.OpNode, slots: list[tuple[str, Any]]) -> str:
+        """The constructor call with every value as a slot (filled in per template)."""
         opdef = catalogue.get(node.op)
         assert opdef is not None and opdef.ctor is not None and opdef.module is not None
         attrs = {k: v for k, v in node.attrs if not k.startswith("__")}
         entries = opdef.ctor([c.shape for c in node.inputs], attrs)
-        parts = []
-        for i, (name, value) in enumerate(entries):
-            slots.append((name, _plain(value)))
-            slot = f"{_SLOT}{len(slots) - 1}{_SLOT}"
-            parts.append(slot if i < opdef.ctor_positional else f"{name}={slot}")
-        return f"{opdef.module}({', '.join(parts)})"
+        text = ""
+        for i, entry in enumerate(entries):
+            name, value = entry[0], entry[1]
+            default = entry[2] if len(entry) > 2 else _MISSING
+            slots.append((name, _plain(value), default))
+            k = len(slots) - 1
+            if default is not _MISSING:
+                text += f"{_OPT}{k}{_OPT}"
+                continue
+            part = f"{_SLOT}{k}{_SLOT}" if i < opdef.ctor_positional else f"{name}={_SLOT}{k}{_SLOT}"
+            text += (", " if text else "") + part
+        return f"{opdef.module}({text})"
 
     def _ctor_literal(self, node: ir.OpNode) -> str:
         slots: list[tuple[str, Any]] = []
         text = self._ctor(node, slots)
-        return re.sub(_SLOT + r"(\d+)" + _SLOT, lambda m: fmt_value(slots[int(m.group(1))][1]),
-                      text)
+        return _render_slots(text, slots, {k: fmt_value(v[1]) for k, v in enumerate(slots)},
+                             {k for k, v in enumerate(slots) if _is_default(v)})
 
     def _call(self, fname: str, sp: StepProof, opts_call: str) -> str:
         args = list(sp.reads) + ([opts_call] if opts_call else [])
@@ -493,8 +607,11 @@ class _Generator:
             if t.text == code.text and t.kind == code.kind:
                 t.instances.append(code)
                 return t
-        base = _camel(code.block.name) if code.block.name else (
-            "Silo" if code.kind == "silo" else "Block")
+        if code.kind == "plain":
+            base = _camel(code.block.label)  # type: ignore[union-attr]
+        else:
+            base = _camel(code.block.name) if code.block.name else (
+                "Silo" if code.kind == "silo" else "Block")
         count = sum(1 for t in self.templates if re.fullmatch(base + r"\d*", t.name))
         name = base if count == 0 else f"{base}{count + 1}"
         t = Template(name=name, kind=code.kind, text=code.text, instances=[code])
@@ -503,8 +620,12 @@ class _Generator:
 
     def _finish_template(self, t: Template) -> None:
         n_slots = len(t.instances[0].slots)
+        t.omitted = {k for k in range(n_slots)
+                     if all(_is_default(inst.slots[k]) for inst in t.instances)}
         varying: list[int] = []
         for k in range(n_slots):
+            if k in t.omitted:
+                continue
             values = [inst.slots[k][1] for inst in t.instances]
             if any(not _same(v, values[0]) for v in values[1:]):
                 varying.append(k)
@@ -535,13 +656,13 @@ class _Generator:
 
     def _template_source(self, t: Template) -> str:
         inst = t.instances[0]
-        slot_code: dict[int, str] = {k: fmt_value(v) for k, (_, v) in enumerate(inst.slots)}
+        slot_code: dict[int, str] = {k: fmt_value(v[1]) for k, v in enumerate(inst.slots)}
         params = []
         for name, g in t.args:
             for k in g:
                 slot_code[k] = name
             params.append(f"{name}: {_type_name(inst.slots[g[0]][1])}")
-        text = re.sub(_SLOT + r"(\d+)" + _SLOT, lambda m: slot_code[int(m.group(1))], t.text)
+        text = _render_slots(t.text, inst.slots, slot_code, t.omitted)
         text = text.replace("def __init__(self) -> None:",
                             f"def __init__(self{''.join(', ' + p for p in params)}) -> None:")
         return f"class {t.name}(nn.Module):\n" + _indent(text, 1)
@@ -616,6 +737,10 @@ class _Generator:
             if isinstance(item, ir.Assign):
                 modules_in(item.values)
                 continue
+            if isinstance(item, ir.PlainBlock):
+                t, code = self.plain_plans[item.name]
+                e.line(f"self.{item.name} = {self._instance(t, code)}")
+                continue
             for a in item.entry_assign:
                 modules_in(a.values)
             plans = self.segment_plans[item.name]
@@ -642,6 +767,8 @@ class _Generator:
         for item in p.items:
             if isinstance(item, ir.Assign):
                 out.update(n.id for n in item.values)
+            elif isinstance(item, ir.PlainBlock):
+                out.update(n.id for _, n in self._plain_finals(item))
             else:
                 for a in item.entry_assign:
                     out.update(n.id for n in a.values)
@@ -653,8 +780,11 @@ class _Generator:
         modules = {node.id: name for name, node in p.model_modules}
         names: dict[int, str] = {n.id: n.name for n in p.inputs}
         taken = set(names.values())
-        feats = [i for i in p.items if not (isinstance(i, ir.Assign) and i.head)]
-        head = [i for i in p.items if isinstance(i, ir.Assign) and i.head]
+        def is_head(i: ir.Item) -> bool:
+            return isinstance(i, ir.Assign | ir.PlainBlock) and i.head
+
+        feats = [i for i in p.items if not is_head(i)]
+        head = [i for i in p.items if is_head(i)]
         opts = [o for o in p.options]
         opt_sig = "".join(f", {o.name}: {_type_name(o.default)} = {_lit(o.default)}"
                           for o in opts)
@@ -682,7 +812,9 @@ class _Generator:
                 self._statements(hbody, head[:-1], ee)
                 last = head[-1]
                 out = p.output
-                if isinstance(out, ir.OpNode) and last.values == (out,) and out.inputs:
+                if isinstance(last, ir.Assign) and isinstance(out, ir.OpNode) and (
+                    last.values == (out,) and out.inputs
+                ):
                     x = out.inputs[0]
                     if x.id not in ee.names:
                         var = ee.fresh("features")
@@ -723,7 +855,31 @@ class _Generator:
             if isinstance(item, ir.Segment):
                 self._segment_call(e, item, ee)
                 continue
+            if isinstance(item, ir.PlainBlock):
+                self._plain_call(e, item, ee, later[k])
+                continue
             self._assign(e, item, ee, later[k])
+
+    def _plain_call(self, e: Emitter, pb: ir.PlainBlock, ee: ExprEmitter, later: set[int]) -> None:
+        args = [ee.code(n) for n in pb.inputs]
+        options = _options_in([v for a in pb.assigns for v in a.values])
+        opts = "".join(f", {o}={o}" for o in options)
+        outs = self._plain_outputs(pb)
+        targets = []
+        for name, node in outs:
+            var = name
+            old = [nid for nid, v in ee.names.items() if v == name and nid != node.id]
+            if any(nid in later for nid in old):
+                var = ee.fresh(name)
+            else:
+                for nid in old:
+                    del ee.names[nid]
+            targets.append((var, node))
+            ee.taken.add(var)
+        e.line(f"{', '.join(v for v, _ in targets)} = run_stored(self.{pb.name}, "
+               f"{', '.join(args)}, recompute=self.reversible or self.checkpoint{opts})")
+        for var, node in targets:
+            ee.names[node.id] = var
 
     def _assign(self, e: Emitter, a: ir.Assign, ee: ExprEmitter, later: set[int]) -> None:
         src = _source_of(list(a.values))
@@ -782,6 +938,16 @@ def _segment_options(seg: ir.Segment) -> list[str]:
                     for _k, v in n.attrs:
                         if isinstance(v, ir.RuntimeRef) and v.name not in found:
                             found.append(v.name)
+    return sorted(found)
+
+
+def _options_in(roots: list[ir.Node]) -> list[str]:
+    found: list[str] = []
+    for n in ir.walk(roots):
+        if isinstance(n, ir.OpNode):
+            for _k, v in n.attrs:
+                if isinstance(v, ir.RuntimeRef) and v.name not in found:
+                    found.append(v.name)
     return sorted(found)
 
 
@@ -871,15 +1037,22 @@ def _direct_refs(roots: list[ir.Node], named: set[int] | dict[int, str]) -> list
     return out
 
 
-def _live_into(head: list[ir.Assign], names: dict[int, str]) -> list[ir.Node]:
+def _live_into(head: list[ir.Item], names: dict[int, str]) -> list[ir.Node]:
     """Values computed before the head that the head reads (in order of first use)."""
     out: list[ir.Node] = []
     defined: set[int] = set()
-    for a in head:
-        for n in _direct_refs(list(a.values), names):
+    for item in head:
+        if isinstance(item, ir.PlainBlock):
+            refs = [n for n in item.inputs if n.id in names]
+            values = [v for a in item.assigns for v in a.values]
+        else:
+            assert isinstance(item, ir.Assign)
+            refs = _direct_refs(list(item.values), names)
+            values = list(item.values)
+        for n in refs:
             if n.id not in defined and n not in out:
                 out.append(n)
-        defined.update(v.id for v in a.values)
+        defined.update(v.id for v in values)
     return out
 
 
@@ -890,6 +1063,9 @@ def _later_references(items: list[ir.Item], named: set[int]) -> list[set[int]]:
         roots: list[ir.Node] = []
         if isinstance(item, ir.Assign):
             roots = list(item.values)
+        elif isinstance(item, ir.PlainBlock):
+            reads.append({n.id for n in item.inputs})
+            continue
         else:
             for a in item.entry_assign:
                 roots.extend(a.values)
@@ -903,9 +1079,31 @@ def _later_references(items: list[ir.Item], named: set[int]) -> list[set[int]]:
     return out
 
 
+def _is_default(slot: tuple[str, Any, Any]) -> bool:
+    return slot[2] is not _MISSING and _same(slot[1], slot[2])
+
+
+def _render_slots(text: str, slots: list[tuple[str, Any, Any]], code: dict[int, str],
+                  omitted: set[int]) -> str:
+    def opt(m: re.Match[str]) -> str:
+        k = int(m.group(1))
+        return "" if k in omitted else f", {slots[k][0]}={code[k]}"
+
+    text = re.sub(_OPT + r"(\d+)" + _OPT, opt, text)
+    text = re.sub(_SLOT + r"(\d+)" + _SLOT, lambda m: code[int(m.group(1))], text)
+    return text.replace("(, ", "(")
+
+
 def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, tuple | list) or isinstance(b, tuple | list):
+        return (isinstance(a, tuple | list) and isinstance(b, tuple | list) and len(a) == len(b)
+                and all(_same(x, y) for x, y in zip(a, b)))
     if isinstance(a, sympy.Basic) or isinstance(b, sympy.Basic):
         return is_zero(sympy.sympify(a) - sympy.sympify(b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
     return type(a) is type(b) and a == b
 
 

@@ -343,6 +343,22 @@ class ReversibleSegment(nn.Module):
         return tuple(state[n] for n in self.outputs)
 
 
+def _recompute_contexts() -> tuple[Any, Any]:
+    return contextlib.nullcontext(), _recomputing()
+
+
+def run_stored(block: nn.Module, *inputs: torch.Tensor, recompute: bool = False,
+               **options: Any) -> Any:
+    """Run a non-invertible block (a stage transition, say). With `recompute` (and autograd
+    active) only its inputs are kept: its activations are recomputed in the backward, with the
+    forward's RNG and autocast state, and BatchNorm statistics are not updated again."""
+    if recompute and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(
+            block, *inputs, use_reentrant=False, context_fn=_recompute_contexts, **options
+        )
+    return block(*inputs, **options)
+
+
 class DropPath(nn.Module):
     """Stochastic depth: zero a whole sample's update with probability `rate` (training only)."""
 
