@@ -23,7 +23,7 @@ from torch import nn
 @dataclass(frozen=True)
 class Memory:
     saved: int  # bytes kept for backward (saved tensors, unique storages, no parameters)
-    peak: int  # peak allocated during forward+backward, minus parameter gradients
+    peak: int  # peak during forward+backward beyond parameters and their gradients
     grads: int  # bytes of parameter gradients
 
 
@@ -56,35 +56,44 @@ def saved_bytes(model: nn.Module, *inputs: torch.Tensor,
 
 def peak_bytes(model: nn.Module, *inputs: torch.Tensor,
                call: Callable[..., object] | None = None) -> tuple[int, int]:
-    """(peak allocated during forward+backward minus parameter grads, parameter-grad bytes)."""
-    model.zero_grad(set_to_none=True)
-    device = next(model.parameters()).device
-    grads = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        loss = _loss((call or model)(*inputs))
-        loss.backward()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
-        del loss
-        return peak - grads, grads
-    from torch.profiler import ProfilerActivity, profile
+    """(peak memory of a training step beyond the parameters and their gradients, grad bytes).
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        loss = _loss((call or model)(*inputs))
-        loss.backward()
-        del loss
-    # the raw allocator events (every allocation and free, in time order); the per-op totals of
-    # prof.events() fold allocations into ops and count them again in their parents
-    raw = prof.profiler.kineto_results.events()  # type: ignore[union-attr]
-    events = sorted((e.start_ns(), e.nbytes()) for e in raw if e.name() == "[memory]")
-    cur = peak = 0
-    for _, nbytes in events:
-        cur += nbytes
-        peak = max(peak, cur)
-    return peak - grads, grads
+    The gradients are allocated (zeroed) before measuring, so the peak is activations plus
+    working memory whenever it happens (start of the backward for plain autograd, a block's
+    recompute for the reversible one); transient gradient tensors on their way into `.grad`
+    count as working memory."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    grads = sum(p.numel() * p.element_size() for p in params)
+    device = params[0].device if params else torch.device("cpu")
+    try:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            loss = _loss((call or model)(*inputs))
+            loss.backward()
+            del loss
+            torch.cuda.synchronize(device)
+            return torch.cuda.max_memory_allocated(device) - base, grads
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            loss = _loss((call or model)(*inputs))
+            loss.backward()
+            del loss
+        # the raw allocator events (every allocation and free, in time order); the per-op
+        # totals of prof.events() fold allocations into ops and count them again in parents
+        raw = prof.profiler.kineto_results.events()  # type: ignore[union-attr]
+        events = sorted((e.start_ns(), e.nbytes()) for e in raw if e.name() == "[memory]")
+        cur = peak = 0
+        for _, nbytes in events:
+            cur += nbytes
+            peak = max(peak, cur)
+        return peak, grads
+    finally:
+        model.zero_grad(set_to_none=True)
 
 
 def measure(model: nn.Module, *inputs: torch.Tensor,

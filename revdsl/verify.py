@@ -69,6 +69,7 @@ class Stored:
     what: str
     shape: Shape
     bytes_per_sample: sympy.Expr
+    node: int | None = None  # the value kept, when it is a named one (counted once overall)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class Boundary:
     stored: tuple[Stored, ...]
     note: str = ""
     baseline: tuple[Stored, ...] = ()
+    roots: tuple[ir.Node, ...] = field(default=(), repr=False)  # the values it computes
 
     @property
     def bytes_per_sample(self) -> sympy.Expr:
@@ -128,6 +130,19 @@ class Report:
             cache = {(s.segment, s.block, s.index): s for s in self.steps}
             object.__setattr__(self, "_cache", cache)
         return cache
+
+    def stored_bytes_per_sample(self, baseline: bool = False) -> sympy.Expr:
+        """What the backward keeps per sample, each kept value counted once."""
+        total: sympy.Expr = sympy.Integer(0)
+        counted: set[int] = set()
+        for b in self.boundaries:
+            for item in (b.baseline if baseline else b.stored):
+                if item.node is not None:
+                    if item.node in counted:
+                        continue
+                    counted.add(item.node)
+                total = total + item.bytes_per_sample
+        return simp(total)
 
     def raise_if_failed(self) -> None:
         if not self.ok:
@@ -435,7 +450,7 @@ def boundaries(program: ir.Program) -> list[Boundary]:
         ops, stored = _stored_by(roots, seen)
         name = kind if kind != "transition" else f"transition after {last_segment}"
         out.append(Boundary(kind=kind, name=name, span=region[0].span, ops=tuple(ops),
-                            stored=tuple(stored), baseline=tuple(stored)))
+                            stored=tuple(stored), baseline=tuple(stored), roots=tuple(roots)))
         region = []
 
     last_segment = ""
@@ -448,36 +463,39 @@ def boundaries(program: ir.Program) -> list[Boundary]:
             roots = [v for a in item.assigns for v in a.values]
             ops, baseline = _stored_by(roots, seen)
             kept = tuple(
-                Stored(f"input of {item.name}", n.shape, per_sample(n.shape) * BYTES_PER_ELEMENT)
+                Stored(f"input of {item.name}", n.shape, per_sample(n.shape) * BYTES_PER_ELEMENT,
+                       node=n.id)
                 for n in item.inputs
             )
             out.append(Boundary(
                 kind=region_kind(item.head), name=item.name, span=item.span, ops=tuple(ops),
                 stored=kept, baseline=tuple(baseline),
-                note="recomputed from its inputs in the backward",
+                note="recomputed from its inputs in the backward", roots=tuple(roots),
             ))
             continue
-        entry_ops, entry_saved = _stored_by([v for a in item.entry_assign for v in a.values],
-                                            seen)
+        entry_roots = [v for a in item.entry_assign for v in a.values]
+        entry_ops, entry_saved = _stored_by(entry_roots, seen)
         for e in item.entry:
             seen.add(e.start.id)
         stored = tuple(
             Stored(f"{n.stream} (segment output)", n.shape,
-                   per_sample(n.shape) * BYTES_PER_ELEMENT)
+                   per_sample(n.shape) * BYTES_PER_ELEMENT, node=n.id)
             for n in item.exits
         )
         baseline = list(entry_saved)
+        step_roots: list[ir.Node] = list(entry_roots)
         for block in item.blocks:
             for step in flat_steps(block):
                 if isinstance(step, ir.Restructure):
                     continue
                 _ops, saved = _stored_by([step.expr], set(seen))
                 baseline.extend(saved)
+                step_roots.append(step.expr)
         out.append(Boundary(
             kind="segment", name=item.name, span=item.span, ops=tuple(entry_ops),
             stored=tuple(entry_saved) + stored,
             note=f"{len(item.blocks)} reversible blocks; only the outputs are kept",
-            baseline=tuple(baseline),
+            baseline=tuple(baseline), roots=tuple(step_roots),
         ))
         for n in item.exits:
             seen.add(n.id)

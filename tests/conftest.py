@@ -27,12 +27,15 @@ UPDATE_GOLDENS = os.environ.get("REVDSL_UPDATE_GOLDENS") == "1"
 def _load(spec: str, items: tuple[tuple[str, Any], ...]):  # type: ignore[no-untyped-def]
     import revdsl
 
-    return revdsl.load(str(SPECS / spec), **dict(items))
+    return revdsl.load(str(SPECS / spec),
+                       **{k: list(v) if isinstance(v, tuple) else v for k, v in items})
 
 
 def load_spec(spec: str, **overrides: Any):  # type: ignore[no-untyped-def]
     """The generated module of specs/<spec> with `--set`-style overrides (cached)."""
-    return _load(spec, tuple(sorted(overrides.items())))
+    frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                          for k, v in overrides.items()))
+    return _load(spec, frozen)
 
 
 def golden(path: Path, text: str) -> None:

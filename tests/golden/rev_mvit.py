@@ -145,9 +145,9 @@ def _step_params(block: nn.Module, step: Any) -> list[nn.Parameter]:
 
 
 def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[str, Any],
-              rng: list[Any] | None, position: int = 0) -> dict[str, torch.Tensor]:
+              rng: list[Any] | None) -> dict[str, torch.Tensor]:
     """Run one block's STEPS forward on `state` (stream name -> tensor). Before each step that
-    draws random numbers, its generator state is appended to `rng` under (position, step)."""
+    draws random numbers, its generator state is appended to `rng` under the step's index."""
     state = dict(state)
     for k, step in enumerate(block.STEPS):
         if isinstance(step, Permute):
@@ -155,7 +155,7 @@ def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[st
             state.update(zip(step.outputs, _atoms(outs), strict=True))
             continue
         if rng is not None and _draws_random(block, step):
-            rng.append(((position, k), _rng_state(next(iter(state.values())).device)))
+            rng.append((k, _rng_state(next(iter(state.values())).device)))
         atoms = _call_fn(block, step, [state[r] for r in step.reads], options)
         if isinstance(step, Couple):
             state[step.target] = step.forward(state[step.target], *atoms)
@@ -183,8 +183,7 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 
 def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                    grads: dict[str, torch.Tensor | None], options: dict[str, Any],
-                   rng: list[Any], index: dict[int, int], slots: list[Any],
-                   position: int = 0) -> None:
+                   rng: list[Any], index: dict[int, int], slots: list[Any]) -> None:
     """Undo one block in place on `state`/`grads`: rebuild its inputs and backpropagate.
 
     Each step's functions are recomputed once; with grad enabled the same values serve the
@@ -203,7 +202,7 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                 gouts = [torch.zeros_like(o) if g is None else g for g, o in zip(gouts, outs)]
                 grads.update(zip(step.inputs, _atoms(step.inverse(*gouts)), strict=True))
             continue
-        if rng and rng[-1][0] == (position, k):
+        if rng and rng[-1][0] == k:
             _set_rng_state(next(iter(state.values())).device, rng.pop()[1])
         dy = grads.pop(step.target)
         if dy is None:
@@ -257,40 +256,49 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         _accumulate(slots, index, params, got[len(reads):])
 
 
-class _ReversibleFunction(torch.autograd.Function):
-    """Runs a segment without a graph; its backward rebuilds activations from the outputs."""
+def _carrier(t: torch.Tensor) -> torch.Tensor:
+    """A zero-cost tensor of t's shape: its gradient slot carries rebuilt activations backward."""
+    return t.new_zeros(()).expand(t.shape)
+
+
+class _Block(torch.autograd.Function):
+    """One reversible block. The forward keeps nothing; the backward receives the block's
+    outputs (through the gradient slots of the carriers it returned) together with their
+    gradients, rebuilds the inputs with the proved inverse, and returns the inputs' gradients,
+    the rebuilt inputs (as the carriers' "gradients", for the block before) and the gradients of
+    this block's parameters, which go to AccumulateGrad (and DDP's hooks) right away."""
 
     @staticmethod
-    def forward(ctx: Any, segment: ReversibleSegment, options: dict[str, Any], n: int,
-                *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        streams, params = args[:n], args[n:]
+    def forward(ctx: Any, block: nn.Module, options: dict[str, Any], trace: list[Any] | None,
+                n: int, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         ctx.set_materialize_grads(False)  # unused outputs send None: no work, no zero grads
+        streams, params = args[:n], args[2 * n:]
+        ctx.block, ctx.options, ctx.trace, ctx.n = block, options, trace, n
+        ctx.params = params
         device = streams[0].device
-        ctx.segment, ctx.options, ctx.params = segment, options, params
         ctx.autocast = _autocast_state(device.type)
-        record = segment.training and any(b.STOCHASTIC for b in segment.blocks)
-        ctx.rng = [] if record else None
-        state = dict(zip(segment.inputs, streams, strict=True))
+        ctx.rng = [] if block.training and block.STOCHASTIC else None
+        state = dict(zip(block.INPUTS, streams, strict=True))
+        if trace is not None:
+            trace.append(("forward", {k: v.clone() for k, v in state.items()}))
         with torch.no_grad():
-            for position, block in enumerate(segment.blocks):
-                if segment.trace is not None:
-                    segment.trace.append(("forward", {k: v.clone() for k, v in state.items()}))
-                state = run_block(block, state, options, ctx.rng, position)
-        outs = tuple(state[name].detach() for name in segment.outputs)
-        ctx.save_for_backward(*outs)
-        return outs
+            state = run_block(block, state, options, ctx.rng)
+        outs = tuple(state[name] for name in block.OUTPUTS)
+        return (*outs, *(_carrier(o) for o in outs))
 
     @staticmethod
-    def backward(ctx: Any, *douts: torch.Tensor | None) -> tuple[Any, ...]:
-        segment = ctx.segment
-        outs = ctx.saved_tensors
-        state = {n: t.detach() for n, t in zip(segment.outputs, outs, strict=True)}
-        grads: dict[str, torch.Tensor | None] = dict(zip(segment.outputs, douts, strict=True))
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:
+        block, n = ctx.block, ctx.n
+        m = len(block.OUTPUTS)
+        values = grads[m:]
+        assert all(v is not None for v in values), "a reversible block got no outputs to undo"
+        state = {k: v.detach() for k, v in zip(block.OUTPUTS, values, strict=True)}
+        dstate: dict[str, torch.Tensor | None] = dict(zip(block.OUTPUTS, grads[:m], strict=True))
         params = ctx.params
         index = {id(p): i for i, p in enumerate(params)}
         slots: list[Any] = [None] * len(params)
         rng = list(ctx.rng) if ctx.rng else []
-        device = outs[0].device
+        device = values[0].device
         enabled, dtype, cache = ctx.autocast
         forked = torch.random.fork_rng(
             devices=[device.index or 0] if device.type != "cpu" else [], enabled=bool(rng),
@@ -299,13 +307,31 @@ class _ReversibleFunction(torch.autograd.Function):
         with forked, _recomputing(), torch.autocast(
             device.type, dtype=dtype, enabled=enabled, cache_enabled=cache
         ):
-            for position in range(len(segment.blocks) - 1, -1, -1):
-                block = segment.blocks[position]
-                backward_block(block, state, grads, ctx.options, rng, index, slots, position)
-                if segment.trace is not None:
-                    segment.trace.append(("backward", {k: v.clone() for k, v in state.items()}))
-        din = tuple(grads[n] for n in segment.inputs)
-        return (None, None, None, *din, *slots)
+            backward_block(block, state, dstate, ctx.options, rng, index, slots)
+        if ctx.trace is not None:
+            ctx.trace.append(("backward", {k: v.clone() for k, v in state.items()}))
+        din = tuple(dstate[k] for k in block.INPUTS)
+        rebuilt = tuple(
+            state[k] if ctx.needs_input_grad[4 + n + i] else None
+            for i, k in enumerate(block.INPUTS)
+        )
+        return (None, None, None, None, *din, *rebuilt, *slots)
+
+
+class _Seed(torch.autograd.Function):
+    """The end of a segment: keeps its outputs (the only activations a segment stores) and, in
+    the backward, hands them to the last block as the values to undo."""
+
+    @staticmethod
+    def forward(ctx: Any, n: int, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ctx.set_materialize_grads(False)
+        outs = args[:n]
+        ctx.save_for_backward(*outs)
+        return tuple(o.detach() for o in outs)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:
+        return (None, *grads, *(t.detach() for t in ctx.saved_tensors))
 
 
 class ReversibleSegment(nn.Module):
@@ -328,11 +354,23 @@ class ReversibleSegment(nn.Module):
 
     def forward(self, *streams: torch.Tensor, reversible: bool = True, checkpoint: bool = False,
                 **options: Any) -> tuple[torch.Tensor, ...]:
-        if reversible and torch.is_grad_enabled():
-            params = [p for p in self.parameters() if p.requires_grad]
-            if params or any(s.requires_grad for s in streams):
-                return _ReversibleFunction.apply(self, options, len(streams), *streams, *params)
         state = dict(zip(self.inputs, streams, strict=True))
+        if reversible and torch.is_grad_enabled() and (
+            any(s.requires_grad for s in streams) or any(
+                p.requires_grad for p in self.parameters())
+        ):
+            carriers = {k: _carrier(v) for k, v in state.items()}
+            for block in self.blocks:
+                n = len(block.INPUTS)
+                params = [p for p in block.parameters() if p.requires_grad]
+                outs = _Block.apply(block, options, self.trace, n,
+                                    *[state[k] for k in block.INPUTS],
+                                    *[carriers[k] for k in block.INPUTS], *params)
+                m = len(block.OUTPUTS)
+                state = dict(zip(block.OUTPUTS, outs[:m], strict=True))
+                carriers = dict(zip(block.OUTPUTS, outs[m:], strict=True))
+            return _Seed.apply(len(self.outputs), *[state[k] for k in self.outputs],
+                               *[carriers[k] for k in self.outputs])
         for block in self.blocks:
             args = [state[n] for n in block.INPUTS]
             if checkpoint and torch.is_grad_enabled():

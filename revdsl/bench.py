@@ -1,0 +1,251 @@
+"""`revdsl bench`: memory and speed of one spec, side by side, on the same model and batch.
+
+Three modes of the same generated model (same parameters, same math):
+
+* `reversible`: segments rebuild their activations in the backward, stored blocks recompute;
+* `baseline`: plain autograd, every activation stored (`reversible=False`);
+* `checkpoint`: plain autograd with `torch.utils.checkpoint` around every block.
+
+Figures per mode: training-step time (median after warm-up), bytes saved for the backward
+(saved-tensor hooks), peak allocated memory during the step minus parameter gradients (CPU: the
+profiler's allocator events; GPU: `torch.cuda.max_memory_allocated`), optionally the peak RSS of a
+fresh subprocess, and the largest batch that fits a memory budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+MODES = ("reversible", "baseline", "checkpoint")
+
+
+@dataclass
+class Result:
+    spec: str
+    mode: str
+    batch: int
+    step_time: float  # seconds, median
+    saved: int  # bytes kept for backward (hooks)
+    peak: int  # bytes, peak during a step minus parameter grads
+    rss: int | None = None  # peak RSS of a fresh process (bytes), when asked
+    device: str = "cpu"
+
+    def per_sample(self, field: str) -> float:
+        return getattr(self, field) / self.batch
+
+
+def _progress(text: str, done: int, total: int) -> None:
+    width = 24
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text:<48}")
+    sys.stderr.flush()
+    if done == total:
+        sys.stderr.write("\n")
+
+
+def set_mode(model: Any, mode: str) -> None:
+    assert mode in MODES, mode
+    model.reversible = mode == "reversible"
+    model.checkpoint = mode == "checkpoint"
+
+
+def load(spec: str, overrides: dict[str, Any]) -> tuple[Any, Any]:
+    """(generated module, its IR program)."""
+    from revdsl.loader import load_source
+    from revdsl.pipeline import compile_text
+
+    text = open(spec, encoding="utf-8").read()
+    compiled = compile_text(text, spec, overrides)
+    return load_source(compiled.source), compiled.program
+
+
+def inputs_for(program: Any, batch: int, device: str, sizes: dict[str, int] | None = None,
+               dtype: Any = None) -> list[Any]:
+    import torch
+
+    from revdsl.testing import concrete
+
+    dtype = dtype or torch.float32
+    return [torch.randn(concrete(n.shape, batch, sizes, default=224), device=device, dtype=dtype)
+            for n in program.inputs]
+
+
+def step_time(model: Any, inputs: list[Any], steps: int = 5, warmup: int = 2,
+              options: dict[str, Any] | None = None) -> float:
+    import torch
+
+    from revdsl.measure import _loss
+
+    times = []
+    for k in range(warmup + steps):
+        model.zero_grad(set_to_none=True)
+        if inputs[0].is_cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        _loss(model(*inputs, **(options or {}))).backward()
+        if inputs[0].is_cuda:
+            torch.cuda.synchronize()
+        if k >= warmup:
+            times.append(time.perf_counter() - t)
+    model.zero_grad(set_to_none=True)
+    return statistics.median(times)
+
+
+def run(spec: str, overrides: dict[str, Any] | None = None, batch: int = 8,
+        modes: tuple[str, ...] = MODES, steps: int = 5, warmup: int = 2, device: str = "cpu",
+        sizes: dict[str, int] | None = None, rss: bool = False, timing: bool = True,
+        options: dict[str, Any] | None = None, progress: bool = True,
+        threads: int | None = None) -> list[Result]:
+    import torch
+
+    from revdsl.measure import peak_bytes, saved_bytes
+
+    if threads:
+        torch.set_num_threads(threads)
+    overrides = overrides or {}
+    module, program = load(spec, overrides)
+    torch.manual_seed(0)
+    model = module.create_model().to(device)
+    model.train()
+    inputs = inputs_for(program, batch, device, sizes)
+    call = (lambda *xs: model(*xs, **options)) if options else None
+    out: list[Result] = []
+    total = len(modes)
+    for k, mode in enumerate(modes):
+        if progress:
+            _progress(f"{program.name} {mode} batch {batch}", k, total)
+        set_mode(model, mode)
+        saved = saved_bytes(model, *inputs, call=call)
+        peak, _grads = peak_bytes(model, *inputs, call=call)
+        t = step_time(model, inputs, steps, warmup, options) if timing else float("nan")
+        r_rss = rss_of(spec, overrides, mode, batch, sizes) if rss else None
+        out.append(Result(spec=spec, mode=mode, batch=batch, step_time=t, saved=saved, peak=peak,
+                          rss=r_rss, device=device))
+    if progress:
+        _progress(f"{program.name} done", total, total)
+    return out
+
+
+_RSS_SCRIPT = """
+import json, resource, sys, torch
+from revdsl.bench import load, inputs_for, set_mode
+from revdsl.measure import _loss
+spec, overrides, mode, batch, sizes = json.loads(sys.argv[1])
+module, program = load(spec, overrides)
+torch.manual_seed(0)
+model = module.create_model()
+model.train()
+set_mode(model, mode)
+xs = inputs_for(program, batch, "cpu", sizes)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+_loss(model(*xs)).backward()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"before": before * 1024, "after": after * 1024}))
+"""
+
+
+def rss_of(spec: str, overrides: dict[str, Any], mode: str, batch: int,
+           sizes: dict[str, int] | None = None) -> int:
+    """Peak RSS of a fresh process running one training step (a sanity check on the others:
+    includes the interpreter, torch and the parameters, so compare differences)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, json.dumps([spec, overrides, mode, batch, sizes])],
+        capture_output=True, text=True, check=True,
+    )
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return int(data["after"])
+
+
+def largest_batch(spec: str, overrides: dict[str, Any], mode: str, budget: int,
+                  start: int = 1, limit: int = 4096, device: str = "cpu",
+                  sizes: dict[str, int] | None = None, progress: bool = True) -> int:
+    """The largest batch whose training step's peak (activations + working memory, parameter
+    gradients excluded) fits `budget` bytes: doubling, then bisection, measured each time."""
+    import torch
+
+    from revdsl.measure import peak_bytes
+
+    module, program = load(spec, overrides)
+    torch.manual_seed(0)
+    model = module.create_model().to(device)
+    model.train()
+    set_mode(model, mode)
+
+    def fits(b: int) -> bool:
+        if progress:
+            _progress(f"{program.name} {mode}: trying batch {b}", 0, 1)
+        peak, _ = peak_bytes(model, *inputs_for(program, b, device, sizes))
+        return peak <= budget
+
+    lo, hi = 0, start
+    while hi <= limit and fits(hi):
+        lo, hi = hi, hi * 2
+    hi = min(hi, limit + 1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    if progress:
+        _progress(f"{program.name} {mode}: batch {lo} fits", 1, 1)
+    return lo
+
+
+def format_results(results: list[Result]) -> str:
+    base = {r.mode: r for r in results}
+    rows = [("mode", "batch", "step (s)", "x baseline", "saved/sample", "peak/sample", "RSS")]
+    b = base.get("baseline")
+    for r in results:
+        ratio = f"{r.step_time / b.step_time:.2f}" if b and b.step_time == b.step_time else "-"
+        rows.append((r.mode, str(r.batch), f"{r.step_time:.3f}", ratio,
+                     f"{r.per_sample('saved') / 2**20:.2f} MiB",
+                     f"{r.per_sample('peak') / 2**20:.2f} MiB",
+                     f"{r.rss / 2**20:.0f} MiB" if r.rss else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True))
+                     for row in rows)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from revdsl.cli import parse_sets
+
+    overrides = parse_sets(args.set)
+    sizes = {k: int(v) for k, v in (s.split("=") for s in args.size or ())}
+    results = run(args.spec, overrides, batch=args.batch, modes=tuple(args.modes),
+                  steps=args.steps, warmup=args.warmup, device=args.device, sizes=sizes,
+                  rss=args.rss)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+    else:
+        print(format_results(results))
+    if args.budget:
+        budget = int(float(args.budget) * 2**30)
+        for mode in args.modes:
+            n = largest_batch(args.spec, overrides, mode, budget, device=args.device,
+                              sizes=sizes)
+            print(f"largest batch within {args.budget} GiB ({mode}): {n}")
+    return 0
+
+
+def add_command(sub: Any, spec_args: Any) -> None:
+    p = sub.add_parser("bench", help="measure memory and speed: reversible vs baseline vs "
+                       "per-block checkpointing")
+    spec_args(p)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--size", action="append", metavar="DIM=N")
+    p.add_argument("--rss", action="store_true", help="also the peak RSS of a fresh process")
+    p.add_argument("--budget", metavar="GiB", help="find the largest batch within this budget")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,211 @@
+"""`revdsl stats`: parameters, MACs and training-memory predictions from shapes alone.
+
+Everything here comes from the catalogue's rules applied to the elaborated program (no torch):
+
+* parameters: each op's `params` rule, per part and in total;
+* MACs: each op's `macs` rule (multiply-accumulates of linear layers, convolutions and attention
+  products, the fvcore convention), per sample;
+* memory: what the backward keeps per sample, in reversible mode (segment outputs, the inputs of
+  recomputed blocks, what loose statements save) and in plain autograd (every op's saved tensors),
+  from the verifier's boundary report.
+
+Values that depend on a model argument or a call-time option are evaluated at their defaults;
+`--set` changes compile-time parameters as for `compile`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+
+from revdsl import catalogue, ir
+from revdsl.shapes import B, to_expr
+from revdsl.verify import Report, evaluate
+
+
+@dataclass
+class Part:
+    name: str
+    kind: str
+    params: int = 0
+    macs: int = 0
+    stored: int = 0  # bytes per sample kept for the backward, reversible mode
+    baseline: int = 0  # bytes per sample kept by plain autograd
+    ops: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Stats:
+    model: str
+    parts: list[Part]
+    batch: int = 1
+
+    @property
+    def params(self) -> int:
+        return sum(p.params for p in self.parts)
+
+    @property
+    def macs(self) -> int:
+        return sum(p.macs for p in self.parts)
+
+    @property
+    def stored(self) -> int:
+        return sum(p.stored for p in self.parts)
+
+    @property
+    def baseline(self) -> int:
+        return sum(p.baseline for p in self.parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "batch": self.batch, "params": self.params,
+            "macs_per_sample": self.macs,
+            "stored_bytes_per_sample": {"reversible": self.stored, "baseline": self.baseline},
+            "parts": [
+                {"name": p.name, "kind": p.kind, "params": p.params, "macs_per_sample": p.macs,
+                 "stored_bytes_per_sample": {"reversible": p.stored, "baseline": p.baseline}}
+                for p in self.parts
+            ],
+        }
+
+
+def _num(e: Any, program: ir.Program, sizes: dict[str, int] | None = None) -> int:
+    v = evaluate(e, program)
+    if sizes:
+        v = v.subs({s: sizes[s.name] for s in v.free_symbols if s.name in sizes})
+    v = v.subs(B, 1)
+    if not v.is_number:
+        raise ValueError(f"{e} depends on {sorted(str(s) for s in v.free_symbols)}")
+    return int(sympy.floor(v + sympy.Rational(1, 2)))
+
+
+def _op_cost(node: ir.OpNode) -> tuple[sympy.Expr, sympy.Expr]:
+    opdef = catalogue.get(node.op)
+    assert opdef is not None
+    attrs = {k: v for k, v in node.attrs if not k.startswith("__")}
+    shapes = [c.shape for c in node.inputs]
+    params = to_expr(opdef.params(shapes, attrs)) if opdef.has_module else sympy.Integer(0)
+    macs = to_expr(opdef.macs(shapes, list(node.out_shapes), attrs))
+    return params, macs / B if macs.has(B) else macs
+
+
+def _costs(nodes: list[ir.Node], modules: set[int], program: ir.Program,
+           sizes: dict[str, int] | None) -> tuple[int, int, list[str]]:
+    params = macs = 0
+    ops: list[str] = []
+    for n in nodes:
+        if not isinstance(n, ir.OpNode):
+            continue
+        p, m = _op_cost(n)
+        if n.id not in modules:  # a layer applied twice has its parameters once
+            params += _num(p, program, sizes)
+            modules.add(n.id)
+        macs += _num(m, program, sizes)
+        ops.append(n.op)
+    return params, macs, ops
+
+
+def stats(report: Report, sizes: dict[str, int] | None = None) -> Stats:
+    """Per-part costs of a verified program (symbolic sizes evaluated with `sizes`); the parts
+    are the verifier's boundaries, so costs and memory describe the same pieces."""
+    program = report.program
+    seen: set[int] = {n.id for n in program.inputs}
+    for seg in program.segments:
+        seen.update(e.start.id for e in seg.entry)
+    modules: set[int] = set()
+    parts: list[Part] = []
+    counted: set[int] = set()
+
+    def kept(items: tuple[Any, ...]) -> sympy.Expr:
+        total: sympy.Expr = sympy.Integer(0)
+        for it in items:
+            if it.node is not None:
+                if it.node in counted:
+                    continue  # the same tensor, already kept by an earlier part
+                counted.add(it.node)
+            total = total + it.bytes_per_sample
+        return total
+
+    for b in report.boundaries:
+        nodes: list[ir.Node] = []
+        for root in b.roots:
+            walked = ir.walk([root], stop=seen)
+            if b.kind == "segment":
+                # a layer used in several steps is counted in each step's MACs once per use
+                seen.update(n.id for n in walked if not isinstance(n, ir.StreamNode))
+            else:
+                seen.update(n.id for n in walked)
+            nodes.extend(walked)
+        p, m, ops = _costs(nodes, modules, program, sizes)
+        parts.append(Part(
+            name=b.name, kind=b.kind, params=p, macs=m, ops=ops,
+            stored=_num(kept(b.stored), program, sizes),
+            baseline=_num(b.baseline_bytes_per_sample, program, sizes),
+        ))
+    return Stats(model=program.name, parts=parts)
+
+
+def _human(n: float, unit: str = "") -> str:
+    for suffix in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000 or suffix == "T":
+            return f"{n:.2f}{suffix}{unit}" if suffix else f"{int(n)}{unit}"
+        n /= 1000
+    return f"{n:.2f}T{unit}"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def format_table(st: Stats, batch: int = 1) -> str:
+    rows = [("part", "kind", "params", "MACs/sample", "kept (reversible)", "kept (baseline)")]
+    for p in st.parts:
+        rows.append((p.name, p.kind, _human(p.params), _human(p.macs),
+                     _mib(p.stored * batch), _mib(p.baseline * batch)))
+    rows.append(("total", "", _human(st.params), _human(st.macs), _mib(st.stored * batch),
+                 _mib(st.baseline * batch)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+        if k == 0 or k == len(rows) - 2:
+            lines.append("  ".join("-" * w for w in widths))
+    ratio = st.baseline / st.stored if st.stored else float("inf")
+    per = "per sample" if batch == 1 else f"for a batch of {batch}"
+    lines.append(f"{st.model}: {st.params:,} parameters, {st.macs / 1e9:.3f} GMACs per sample; "
+                 f"activations kept for the backward {per}: {_mib(st.stored * batch)} reversible "
+                 f"vs {_mib(st.baseline * batch)} plain autograd ({ratio:.1f}x less)")
+    return "\n".join(lines)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from revdsl.cli import _read, parse_sets
+    from revdsl.pipeline import check_text
+
+    report = check_text(_read(args.spec), args.spec, parse_sets(args.set))
+    report.raise_if_failed()
+    sizes = dict(s.split("=") for s in args.size or ())
+    st = stats(report, {k: int(v) for k, v in sizes.items()})
+    st.batch = args.batch
+    if args.json:
+        json.dump(st.as_dict(), sys.stdout, indent=2)
+        print()
+    else:
+        print(format_table(st, args.batch))
+    return 0
+
+
+def add_command(sub: Any, spec_args: Any) -> None:
+    p = sub.add_parser("stats", help="parameters, MACs and predicted training memory (no torch)")
+    spec_args(p)
+    p.add_argument("--batch", type=int, default=1, help="memory for this batch size")
+    p.add_argument("--size", action="append", metavar="DIM=N",
+                   help="a value for a free input dimension (e.g. --size H=224)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_stats)
