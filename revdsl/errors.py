@@ -64,6 +64,10 @@ class NotInvertibleError(RevdslError):
     """The verifier refuted, or could not prove, that a reversible step can be undone."""
 
 
+class OpCheckError(RevdslError):
+    """An op's own semantic check failed (e.g. a retention whose forms would differ)."""
+
+
 class CodegenError(RevdslError):
     """The program is valid but cannot be emitted (should be rare)."""
 

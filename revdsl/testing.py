@@ -79,6 +79,7 @@ def block_inverse_errors(model: torch.nn.Module, program: ir.Program, batch: int
     """inverse(forward(x)) vs x for every reversible block, on random stream values."""
     was = model.training
     model.eval()
+    options = {**{o.name: o.default for o in program.options}, **(options or {})}
     g = torch.Generator().manual_seed(seed)
     dtype = next(model.parameters()).dtype
     errs = []
@@ -86,14 +87,22 @@ def block_inverse_errors(model: torch.nn.Module, program: ir.Program, batch: int
         for block, mod in _blocks(model, program):
             xs = [torch.randn(concrete(n.shape, batch, sizes), generator=g, dtype=dtype)
                   for n in block.inputs]
-            ys = mod(*xs, **(options or {}))
+            used = {k: v for k, v in options.items() if k in _keywords(mod.forward)}
+            ys = mod(*xs, **used)
             ys = ys if isinstance(ys, tuple) else (ys,)
-            back = mod.inverse(*ys, **(options or {}))
+            back = mod.inverse(*ys, **used)
             back = back if isinstance(back, tuple) else (back,)
             errs.append(max(rel_err(a, b) for a, b in zip(back, xs, strict=True)))
     finally:
         model.train(was)
     return errs
+
+
+def _keywords(fn: Any) -> set[str]:
+    import inspect
+
+    return {p.name for p in inspect.signature(fn).parameters.values()
+            if p.kind == p.KEYWORD_ONLY}
 
 
 def _step(model: torch.nn.Module, inputs: list[torch.Tensor], reversible: bool, seed: int,

@@ -26,7 +26,7 @@ import networkx as nx
 import sympy
 
 from revdsl import catalogue, ir
-from revdsl.errors import Diagnostics, NotInvertibleError, RevdslError, ShapeError
+from revdsl.errors import Diagnostics, NotInvertibleError, OpCheckError, RevdslError, ShapeError
 from revdsl.graph import build_graph, flat_steps, stream_reads
 from revdsl.prover import Proof, T, atom_symbols, prove_update
 from revdsl.shapes import Shape, broadcast, fmt_shape, per_sample, same_shape, simp, to_expr
@@ -111,14 +111,15 @@ class Report:
     graph: nx.DiGraph = field(repr=False)
     steps: tuple[StepProof, ...]
     boundaries: tuple[Boundary, ...]
+    checks: tuple[RevdslError, ...] = ()  # ops' own semantic checks that failed
 
     @property
     def errors(self) -> tuple[RevdslError, ...]:
-        return tuple(e for s in self.steps for e in s.errors)
+        return tuple(e for s in self.steps for e in s.errors) + self.checks
 
     @property
     def ok(self) -> bool:
-        return all(s.proved for s in self.steps)
+        return all(s.proved for s in self.steps) and not self.checks
 
     def step(self, segment: str, block: int, index: int) -> StepProof:
         return self._index[(segment, block, index)]
@@ -155,7 +156,35 @@ def verify(program: ir.Program, graph: nx.DiGraph | None = None) -> Report:
     for seg in program.segments:
         steps.extend(_verify_segment(program, seg, g))
     return Report(program=program, graph=g, steps=tuple(steps),
-                  boundaries=tuple(boundaries(program)))
+                  boundaries=tuple(boundaries(program)), checks=tuple(op_checks(program)))
+
+
+def op_checks(program: ir.Program) -> list[RevdslError]:
+    """Run every op's own `verify` check (with the call-time options' choices)."""
+    options = {o.name: o.choices for o in program.options}
+    roots: list[ir.Node] = [program.output]
+    for item in program.items:
+        if isinstance(item, ir.Assign):
+            roots.extend(item.values)
+        elif isinstance(item, ir.PlainBlock):
+            roots.extend(v for a in item.assigns for v in a.values)
+        else:
+            roots.extend(v for a in item.entry_assign for v in a.values)
+            for block in item.blocks:
+                roots.extend(s.expr for s in flat_steps(block)
+                             if not isinstance(s, ir.Restructure))
+    errors: list[RevdslError] = []
+    for node in ir.walk(roots):
+        if not isinstance(node, ir.OpNode):
+            continue
+        opdef = catalogue.get(node.op)
+        if opdef is None or opdef.verify is None:
+            continue
+        attrs = {k: v for k, v in node.attrs if not k.startswith("__")}
+        problem = opdef.verify(attrs, options)
+        if problem:
+            errors.append(OpCheckError(problem, node.span))
+    return errors
 
 
 # ---- one segment ------------------------------------------------------------------------------

@@ -99,6 +99,8 @@ class OpDef:
     causal: bool | None = None  # token mixers: whether output n depends only on inputs <= n
     # why this op cannot sit inside a coupling when it changes the stream's shape (for messages)
     coupling_hint: Callable[[dict[str, Any]], str | None] | None = None
+    # a semantic check run by the verifier: (attributes, call-time option choices) -> problem
+    verify: Callable[[dict[str, Any], dict[str, tuple[Any, ...]]], str | None] | None = None
     # costs
     params: CountRule = _zero
     macs: Callable[[Sequence[Shape], Sequence[Shape], dict[str, Any]], Any] = (
@@ -154,7 +156,7 @@ def _load() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from revdsl.catalogue import conv, core, mvit, vit  # noqa: F401
+    from revdsl.catalogue import conv, core, mvit, retention, vit  # noqa: F401
 
 
 def render_template(op: OpDef, args: list[str], attrs: dict[str, Any]) -> str:

@@ -492,7 +492,8 @@ class _Generator:
             if default is not _MISSING:
                 text += f"{_OPT}{k}{_OPT}"
                 continue
-            part = f"{_SLOT}{k}{_SLOT}" if i < opdef.ctor_positional else f"{name}={_SLOT}{k}{_SLOT}"
+            slot = f"{_SLOT}{k}{_SLOT}"
+            part = slot if i < opdef.ctor_positional else f"{name}={slot}"
             text += (", " if text else "") + part
         return f"{opdef.module}({text})"
 
