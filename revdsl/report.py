@@ -12,7 +12,7 @@ def describe(report: Report, explain: bool = False) -> str:
              + ("every reversible step proved invertible" if report.ok else
                 f"{len(report.errors)} problem{'s' if len(report.errors) != 1 else ''}")]
     for b in report.boundaries:
-        size = _bytes(evaluate(b.bytes_per_sample, p))
+        size = _bytes(evaluate(b.bytes_per_sample, p, options=False))
         if b.kind == "segment":
             steps = [s for s in report.steps if s.segment == b.name]
             proved = sum(1 for s in steps if s.proved)

@@ -74,10 +74,11 @@ class Stats:
         }
 
 
-def _num(e: Any, program: ir.Program, sizes: dict[str, int] | None = None) -> int:
-    v = evaluate(e, program)
-    if sizes:
-        v = v.subs({s: sizes[s.name] for s in v.free_symbols if s.name in sizes})
+def _num(e: Any, program: ir.Program, sizes: dict[str, Any] | None = None) -> int:
+    v = to_expr(e)
+    if sizes:  # given sizes (and option values) first, then the defaults
+        v = v.subs({s: to_expr(sizes[s.name]) for s in v.free_symbols if s.name in sizes})
+    v = evaluate(v, program)
     v = v.subs(B, 1)
     if not v.is_number:
         raise ValueError(f"{e} depends on {sorted(str(s) for s in v.free_symbols)}")

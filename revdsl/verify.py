@@ -262,6 +262,20 @@ def _verify_step(seg: ir.Segment, block: ir.Block, k: int, step: ir.Update | ir.
     kind = "update" if isinstance(step, ir.Update) else "create"
     formula, atoms = _model(step)
     errors: list[RevdslError] = []
+    lossy = _lossy_op(step)
+    if lossy is not None:  # e.g. token pruning: say so, rather than the symptoms it causes
+        err = NotInvertibleError(
+            f"{lossy.op} discards information, so a step that uses it on {step.target} cannot "
+            "be undone",
+            lossy.span or step.span,
+            [f"put {lossy.op} in a stored `block` between reversible segments: it is "
+             "recomputed there from its (stored) inputs"],
+        )
+        return StepProof(
+            segment=seg.name, block=block.index, index=k, kind=kind, target=step.target,
+            span=step.span, verdict="refuted", reason=err.message, step=step,
+            atoms=tuple(atoms), formula=formula, errors=(err,),
+        )
     target = step.target
     reads: dict[str, None] = {}
     # 1. what each opaque function reads (ancestry within the step, in the graph)
@@ -330,6 +344,16 @@ def _through_local(block: ir.Block, atom: ir.Node, stream_id: int) -> str:
             line = f" (line {node.span.line})" if node.span else ""
             return f" through '{name}'{line}"
     return ""
+
+
+def _lossy_op(step: ir.Update | ir.Create) -> ir.OpNode | None:
+    """The first op in the step that discards information (`boundary_only`), if any."""
+    for n in ir.walk([step.expr]):
+        if isinstance(n, ir.OpNode):
+            opdef = catalogue.get(n.op)
+            if opdef is not None and opdef.boundary_only:
+                return n
+    return None
 
 
 def _stale_read(step: ir.Update | ir.Create, node: ir.Node, name: str, version: int,
@@ -552,16 +576,17 @@ def _stored_by(roots: list[ir.Node], seen: set[int]) -> tuple[list[str], list[St
     return ops, stored
 
 
-def evaluate(expr: Any, program: ir.Program) -> sympy.Expr:
-    """Substitute model-argument defaults (and option defaults) into an expression."""
+def evaluate(expr: Any, program: ir.Program, options: bool = True) -> sympy.Expr:
+    """Substitute model-argument defaults (and, with `options`, call-time option defaults)."""
     e = to_expr(expr)
     values: dict[sympy.Symbol, Any] = {}
     for p in program.params:
         if p.symbol is not None:
             values[p.symbol] = to_expr(p.default)
-    for o in program.options:
-        if o.symbol is not None:
-            values[o.symbol] = to_expr(o.default)
+    if options:
+        for o in program.options:
+            if o.symbol is not None:
+                values[o.symbol] = to_expr(o.default)
     return simp(e.subs(values))
 
 

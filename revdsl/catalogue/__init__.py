@@ -96,6 +96,7 @@ class OpDef:
     elementwise: bool = False
     inverse: str | None = None  # for 'structural' bijections: the op that undoes it
     injective_only: bool = False  # e.g. dup: injective, not onto (a stored boundary)
+    boundary_only: bool = False  # discards information (pruning): never inside a reversible step
     causal: bool | None = None  # token mixers: whether output n depends only on inputs <= n
     # why this op cannot sit inside a coupling when it changes the stream's shape (for messages)
     coupling_hint: Callable[[dict[str, Any]], str | None] | None = None
@@ -156,7 +157,7 @@ def _load() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from revdsl.catalogue import conv, core, mvit, retention, vit  # noqa: F401
+    from revdsl.catalogue import conv, core, mvit, retention, supervit, vit  # noqa: F401
 
 
 def render_template(op: OpDef, args: list[str], attrs: dict[str, Any]) -> str:

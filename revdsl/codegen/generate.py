@@ -407,18 +407,12 @@ class _Generator:
         return [(t, v) for t, v in self._plain_finals(pb) if v.id in used]
 
     def _read_after(self, pb: ir.PlainBlock) -> set[int]:
+        """The values defined by `pb` that something after it reads (or the model outputs)."""
         items = list(self.program.items)
-        later = items[items.index(pb) + 1:]
-        out = {self.program.output.id}
-        for item in later:
-            if isinstance(item, ir.PlainBlock):
-                out.update(n.id for n in item.inputs)
-                continue
-            if isinstance(item, ir.Assign):
-                roots = list(item.values)
-            else:
-                roots = [v for a in item.entry_assign for v in a.values]
-            out.update(n.id for n in _direct_refs(roots, self._named))
+        mine = {v.id for a in pb.assigns for v in a.values}
+        out = {self.program.output.id} & mine
+        for item in items[items.index(pb) + 1:]:
+            out.update(n.id for n in _refs(_item_roots(item), mine))
         return out
 
     def _plain_code(self, pb: ir.PlainBlock) -> BlockCode:
@@ -1020,57 +1014,45 @@ def _source_of(nodes: list[ir.Node]) -> ir.OpNode | None:
     return None
 
 
-def _direct_refs(roots: list[ir.Node], named: set[int] | dict[int, str]) -> list[ir.Node]:
-    """The named nodes a statement reads directly (not through another named node)."""
+def _refs(roots: list[ir.Node], defined: set[int] | dict[int, str]) -> list[ir.Node]:
+    """The already-defined values a statement reads: walking from its roots (themselves
+    included), stopping at, and recording, every node in `defined`."""
     out: list[ir.Node] = []
     seen: set[int] = set()
     stack = list(reversed(roots))
-    first = {r.id for r in roots}
     while stack:
         n = stack.pop()
         if n.id in seen:
             continue
         seen.add(n.id)
-        if n.id in named and n.id not in first:
+        if n.id in defined:
             out.append(n)
             continue
         stack.extend(reversed(ir.children(n)))
     return out
 
 
+def _item_roots(item: ir.Item) -> list[ir.Node]:
+    if isinstance(item, ir.Assign):
+        return list(item.values)
+    if isinstance(item, ir.PlainBlock):
+        return list(item.inputs)
+    return [v for a in item.entry_assign for v in a.values]
+
+
 def _live_into(head: list[ir.Item], names: dict[int, str]) -> list[ir.Node]:
     """Values computed before the head that the head reads (in order of first use)."""
     out: list[ir.Node] = []
-    defined: set[int] = set()
     for item in head:
-        if isinstance(item, ir.PlainBlock):
-            refs = [n for n in item.inputs if n.id in names]
-            values = [v for a in item.assigns for v in a.values]
-        else:
-            assert isinstance(item, ir.Assign)
-            refs = _direct_refs(list(item.values), names)
-            values = list(item.values)
-        for n in refs:
-            if n.id not in defined and n not in out:
+        for n in _refs(_item_roots(item), names):
+            if n not in out:
                 out.append(n)
-        defined.update(v.id for v in values)
     return out
 
 
 def _later_references(items: list[ir.Item], named: set[int]) -> list[set[int]]:
-    """For each statement, the named nodes that statements after it read directly."""
-    reads: list[set[int]] = []
-    for item in items:
-        roots: list[ir.Node] = []
-        if isinstance(item, ir.Assign):
-            roots = list(item.values)
-        elif isinstance(item, ir.PlainBlock):
-            reads.append({n.id for n in item.inputs})
-            continue
-        else:
-            for a in item.entry_assign:
-                roots.extend(a.values)
-        reads.append({n.id for n in _direct_refs(roots, named)})
+    """For each statement, the defined values that statements after it read."""
+    reads = [{n.id for n in _refs(_item_roots(item), named)} for item in items]
     out = []
     for k in range(len(items)):
         later: set[int] = set()
