@@ -31,7 +31,8 @@ def run(images: list[int], depth: int, repeat: int) -> dict:
         tokens = (image // 16) ** 2 + 1
         for form in FORMS:
             with torch.no_grad():
-                def step(form: str = form) -> None:
+                def step(form: str = form, model: torch.nn.Module = model,
+                         x: torch.Tensor = x) -> None:
                     model(x, mode=form)
                 peak = inference_peak(step)
                 t = median_time(step, repeat=1 if form == "recurrent" and tokens > 1000
