@@ -89,7 +89,8 @@ def test_unsupported_size_and_rate() -> None:
     model = load_spec("rev_supervit.rev", **SMALL).create_model()
     with pytest.raises(ValueError, match="matches none of the sizes"):
         model(torch.randn(1, 3, 40, 40))
-    with pytest.raises(ValueError, match=re.escape("keep_rate must be one of 0.5, 0.7, 1.0; got 0.6")):
+    message = "keep_rate must be one of 0.5, 0.7, 1.0; got 0.6"
+    with pytest.raises(ValueError, match=re.escape(message)):
         model(torch.randn(1, 3, 32, 32), keep_rate=0.6)
 
 
