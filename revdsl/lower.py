@@ -119,7 +119,7 @@ class _Plain:
     name: str
     span: Span | None
     scope: int = 0
-    inputs: dict[int, ir.Node] = field(default_factory=dict)
+    first_id: int = 0  # nodes with smaller ids were created before the block: its inputs
     assigns: list[ir.Assign] = field(default_factory=list)
     modules: list[tuple[ir.OpNode, str, Span | None]] = field(default_factory=list)
 
@@ -397,6 +397,16 @@ class _Elaborator:
                 raise SpecTypeError("only streams can be assigned by index", t.span)
         if tensors and len(tensors) != len(values):
             raise SpecTypeError("cannot mix tensors and numbers in one assignment", s.span)
+        if (len(values) == 1 and isinstance(values[0], list) and values[0]
+                and all(isinstance(v, TVal) for v in values[0])):
+            # a list of tensors: one statement naming each element (h0, h1, ...)
+            name = s.targets[0].name
+            self._check_ident(name, s.targets[0].span, "value")
+            self._emit(ir.Assign(targets=tuple(f"{name}{i}" for i in range(len(values[0]))),
+                                 values=tuple(v.node for v in values[0]), head=self.in_head,
+                                 span=s.span))
+            self.bind(name, values[0])
+            return
         if not tensors:
             for t, v in zip(s.targets, values, strict=True):
                 self.bind(t.name, v)
@@ -639,7 +649,8 @@ class _Elaborator:
             raise SpecNameError("a block outside a reversible segment needs a name: "
                                 "`block transition { ... }`", s.span)
         self._check_ident(s.name, s.span, "layer")
-        self.plain = _Plain(name=s.name, span=s.span, scope=len(self.scopes))
+        self.plain = _Plain(name=s.name, span=s.span, scope=len(self.scopes),
+                            first_id=self.nid())
         self.scopes.append({})
         try:
             self.stmts(s.body)
@@ -657,7 +668,7 @@ class _Elaborator:
         modules = self._name_modules(plain.modules, scope="block")
         self.items.append(ir.PlainBlock(name=plain.name, label=plain.name,
                                         assigns=tuple(plain.assigns), modules=tuple(modules),
-                                        inputs=tuple(plain.inputs.values()), head=self.in_head,
+                                        inputs=_outer_inputs(plain), head=self.in_head,
                                         span=s.span))
 
     def s_Repeat(self, s: ast.Repeat) -> None:
@@ -899,8 +910,6 @@ class _Elaborator:
                 f"{_line(value.span)}",
                 e.span,
             )
-        if isinstance(value, TVal) and self.plain is not None and level < self.plain.scope:
-            self.plain.inputs.setdefault(value.node.id, value.node)
         if isinstance(value, TVal) and self.seg is not None and not self.entry_mode:
             if level < self.seg.scope:
                 raise SpecTypeError(
@@ -1486,6 +1495,23 @@ def _coerce_override(name: str, value: Any, default: Any, span: Span | None) -> 
             None,
         )
     return value
+
+
+def _outer_inputs(plain: _Plain) -> tuple[ir.Node, ...]:
+    """The values a block reads that were created before it (in order of first use)."""
+    found: dict[int, ir.Node] = {}
+    seen: set[int] = set()
+    stack = [v for a in reversed(plain.assigns) for v in reversed(a.values)]
+    while stack:
+        n = stack.pop()
+        if n.id in seen:
+            continue
+        seen.add(n.id)
+        if n.id < plain.first_id:
+            found.setdefault(n.id, n)
+            continue
+        stack.extend(reversed(ir.children(n)))
+    return tuple(found.values())
 
 
 def _source_op(values: list[Any]) -> ir.OpNode | None:

@@ -157,7 +157,7 @@ def _load() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from revdsl.catalogue import conv, core, mvit, retention, supervit, vit  # noqa: F401
+    from revdsl.catalogue import bifpn, conv, core, mvit, retention, supervit, vit  # noqa: F401
 
 
 def render_template(op: OpDef, args: list[str], attrs: dict[str, Any]) -> str:

@@ -130,6 +130,9 @@ class BatchNorm2d(nn.BatchNorm2d):
     the batch counter) alone, so they match plain training."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and is_recomputing():
-            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        if self.training and is_recomputing() and self.track_running_stats:
+            # the same op as the forward (so a checkpoint sees the same saved tensors), but the
+            # statistics it updates are throwaway copies and the batch counter does not move
+            return F.batch_norm(x, self.running_mean.clone(), self.running_var.clone(),
+                                self.weight, self.bias, True, self.momentum or 0.0, self.eps)
         return super().forward(x)
