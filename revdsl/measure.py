@@ -28,8 +28,9 @@ class Memory:
 
 
 def _loss(out: object) -> torch.Tensor:
+    """A loss that saves nothing itself (sum), so measurements see only the model."""
     if isinstance(out, torch.Tensor):
-        return out.float().square().mean()
+        return out.float().sum()
     assert isinstance(out, tuple | list)
     return sum(_loss(o) for o in out)  # type: ignore[return-value]
 

@@ -11,8 +11,8 @@ def describe(report: Report, explain: bool = False) -> str:
     lines = [f"{p.source_name}: model {p.name}: "
              + ("every reversible step proved invertible" if report.ok else
                 f"{len(report.errors)} problem{'s' if len(report.errors) != 1 else ''}")]
-    for b in report.boundaries:
-        size = _bytes(evaluate(b.bytes_per_sample, p, options=False))
+    for b, kept in zip(report.boundaries, report.kept(), strict=True):
+        size = _bytes(evaluate(kept, p, options=False))
         if b.kind == "segment":
             steps = [s for s in report.steps if s.segment == b.name]
             proved = sum(1 for s in steps if s.proved)
@@ -29,7 +29,8 @@ def describe(report: Report, explain: bool = False) -> str:
                 kinds[k] = kinds.get(k, 0) + 1
             detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
             seg = next(s for s in p.segments if s.name == b.name)
-            lines.append(f"  {b.name}: reversible, {len(seg.blocks)} blocks, {proved}/{len(steps)} "
+            blocks = f"{len(seg.blocks)} block{'s' if len(seg.blocks) != 1 else ''}"
+            lines.append(f"  {b.name}: reversible, {blocks}, {proved}/{len(steps)} "
                          f"steps proved ({detail}); stores its outputs: {size}/sample")
             if explain:
                 for s in steps:
@@ -52,5 +53,7 @@ def describe(report: Report, explain: bool = False) -> str:
                         lines.append(head + f"{s.kind} {s.target}: {s.verdict}: {s.reason}")
         else:
             ops = ", ".join(dict.fromkeys(b.ops)) or "-"
-            lines.append(f"  {b.name} (stored boundary): {ops}; stores {size}/sample")
+            how = ("stored, recomputed in the backward" if b.note.startswith("recomputed")
+                   else "stored boundary")
+            lines.append(f"  {b.name} ({how}): {ops}; stores {size}/sample")
     return "\n".join(lines)

@@ -120,19 +120,7 @@ def stats(report: Report, sizes: dict[str, int] | None = None) -> Stats:
         seen.update(e.start.id for e in seg.entry)
     modules: set[int] = set()
     parts: list[Part] = []
-    counted: set[int] = set()
-
-    def kept(items: tuple[Any, ...]) -> sympy.Expr:
-        total: sympy.Expr = sympy.Integer(0)
-        for it in items:
-            if it.node is not None:
-                if it.node in counted:
-                    continue  # the same tensor, already kept by an earlier part
-                counted.add(it.node)
-            total = total + it.bytes_per_sample
-        return total
-
-    for b in report.boundaries:
+    for b, kept in zip(report.boundaries, report.kept(), strict=True):
         nodes: list[ir.Node] = []
         for root in b.roots:
             walked = ir.walk([root], stop=seen)
@@ -145,7 +133,7 @@ def stats(report: Report, sizes: dict[str, int] | None = None) -> Stats:
         p, m, ops = _costs(nodes, modules, program, sizes)
         parts.append(Part(
             name=b.name, kind=b.kind, params=p, macs=m, ops=ops,
-            stored=_num(kept(b.stored), program, sizes),
+            stored=_num(kept, program, sizes),
             baseline=_num(b.baseline_bytes_per_sample, program, sizes),
         ))
     return Stats(model=program.name, parts=parts)

@@ -75,7 +75,9 @@ def _mb_saved(i: Sequence[Shape], o: Sequence[Shape], a: dict[str, Any]) -> list
     dw = (b, mid, out[2], out[3])
     inner += [(b, mid, s[2], s[3]), dw, dw]  # dw conv in, bn in, act in
     if 0 < a["se"] <= 1:
-        inner += [dw, dw, (b, mid, 1, 1)]  # se input, gate input / product operands
+        small = (b, mid, 1, 1)
+        se = (b, _se(c, a), 1, 1)
+        inner += [dw, small, se, se, small]  # x * gate (x, gate); the squeeze's convs and acts
     inner += [dw, out]  # project conv in, bn in
     if a["drop"]:
         inner += [(b,)]

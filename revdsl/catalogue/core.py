@@ -269,10 +269,11 @@ def _token_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
 register(
     OpDef(
         name="token",
-        doc="token(x, index=0): the token at `index` of a [B, N, C] sequence, as [B, C]",
+        doc="token(x, index=0): the token at `index` of a [B, N, C] sequence, as [B, C] (a copy: "
+        "a view would keep the whole sequence alive for the backward of what consumes it)",
         kind="function", inputs=1, positional=("index",),
         attrs=(Attr("index", "int", default=0, symbolic=False),),
-        shape=_token_shape, template="{0}[:, {index}]",
+        shape=_token_shape, template="{0}[:, {index}].contiguous()",
     )
 )
 

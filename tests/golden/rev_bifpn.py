@@ -19,7 +19,6 @@ Stored for the backward, per sample (float32, model-argument defaults):
   stem: 0 B
   backbone: 875.9 KiB
   neck: 875.9 KiB
-  fuse: 943.2 KiB
   head: 10.0 KiB
 
 Usage:
@@ -515,7 +514,7 @@ def replicate_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    """Reversible block (spec line 58).
+    """Reversible block (spec line 59).
 
         a, b = chunk(s0)
         b = b + f   where f = mbconv(a)
@@ -539,11 +538,11 @@ class Block(nn.Module):
         self.mbconv2 = MBConv(24, 24, se=0.25)
 
     def f1(self, a):
-        """Function of the update of b (spec line 61): mbconv(a)."""
+        """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv1(a)
 
     def f2(self, b):
-        """Function of the update of a (spec line 63): mbconv(b)."""
+        """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv2(b)
 
     def forward(self, s0):
@@ -580,7 +579,7 @@ class Block(nn.Module):
 
 
 class Silo(nn.Module):
-    """Silo (spec line 71).
+    """Silo (spec line 72).
 
         s1 = f   (new stream)
         s0 = s0 + f   where f = upsample(mbconv(s1))
@@ -600,11 +599,11 @@ class Silo(nn.Module):
         self.mbconv2 = MBConv(64, 48, se=0.25)
 
     def f1(self, s0):
-        """Function of the new stream s1 (spec line 79): mbconv(s0)."""
+        """Function of the new stream s1 (spec line 80): mbconv(s0)."""
         return self.mbconv1(s0)
 
     def f2(self, s1):
-        """Function of the update of s0 (spec line 86): upsample(mbconv(s1))."""
+        """Function of the update of s0 (spec line 87): upsample(mbconv(s1))."""
         return F.interpolate(self.mbconv2(s1), scale_factor=2, mode='bilinear', align_corners=False)
 
     def forward(self, s0):
@@ -629,7 +628,7 @@ class Silo(nn.Module):
 
 
 class Block2(nn.Module):
-    """Reversible block (spec line 58).
+    """Reversible block (spec line 59).
 
         a, b = chunk(s0)
         b = b + f   where f = mbconv(a)
@@ -663,19 +662,19 @@ class Block2(nn.Module):
         self.mbconv4 = MBConv(32, 32, kernel=5, se=0.25)
 
     def f1(self, a):
-        """Function of the update of b (spec line 61): mbconv(a)."""
+        """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv1(a)
 
     def f2(self, b):
-        """Function of the update of a (spec line 63): mbconv(b)."""
+        """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv2(b)
 
     def f3(self, a):
-        """Function of the update of b (spec line 61): mbconv(a)."""
+        """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv3(a)
 
     def f4(self, b):
-        """Function of the update of a (spec line 63): mbconv(b)."""
+        """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv4(b)
 
     def forward(self, s0, s1):
@@ -734,7 +733,7 @@ class Block2(nn.Module):
 
 
 class Silo2(nn.Module):
-    """Silo (spec line 71).
+    """Silo (spec line 72).
 
         s2 = f1 + f2   (new stream)
         s1 = s1 + f   where f = mbconv(s0)
@@ -762,19 +761,19 @@ class Silo2(nn.Module):
         self.mbconv6 = MBConv(80, 48, se=0.25)
 
     def f1(self, s0, s1):
-        """Functions of the new stream s2 (spec line 79): mbconv(s0), mbconv(s1)."""
+        """Functions of the new stream s2 (spec line 80): mbconv(s0), mbconv(s1)."""
         return self.mbconv2(s0), self.mbconv3(s1)
 
     def f2(self, s0):
-        """Function of the update of s1 (spec line 74): mbconv(s0)."""
+        """Function of the update of s1 (spec line 75): mbconv(s0)."""
         return self.mbconv1(s0)
 
     def f3(self, s1, s2):
-        """Functions of the update of s0 (spec line 86): upsample(mbconv(s1)), upsample(mbconv(s2))."""
+        """Functions of the update of s0 (spec line 87): upsample(mbconv(s1)), upsample(mbconv(s2))."""
         return F.interpolate(self.mbconv5(s1), scale_factor=2, mode='bilinear', align_corners=False), F.interpolate(self.mbconv6(s2), scale_factor=4, mode='bilinear', align_corners=False)
 
     def f4(self, s2):
-        """Function of the update of s1 (spec line 86): upsample(mbconv(s2))."""
+        """Function of the update of s1 (spec line 87): upsample(mbconv(s2))."""
         return F.interpolate(self.mbconv4(s2), scale_factor=2, mode='bilinear', align_corners=False)
 
     def forward(self, s0, s1):
@@ -814,7 +813,7 @@ class Silo2(nn.Module):
 
 
 class Block3(nn.Module):
-    """Reversible block (spec line 58).
+    """Reversible block (spec line 59).
 
         a, b = chunk(s0)
         b = b + f   where f = mbconv(a)
@@ -858,27 +857,27 @@ class Block3(nn.Module):
         self.mbconv6 = MBConv(40, 40, kernel=5, expand=2, se=0.125)
 
     def f1(self, a):
-        """Function of the update of b (spec line 61): mbconv(a)."""
+        """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv1(a)
 
     def f2(self, b):
-        """Function of the update of a (spec line 63): mbconv(b)."""
+        """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv2(b)
 
     def f3(self, a):
-        """Function of the update of b (spec line 61): mbconv(a)."""
+        """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv3(a)
 
     def f4(self, b):
-        """Function of the update of a (spec line 63): mbconv(b)."""
+        """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv4(b)
 
     def f5(self, a):
-        """Function of the update of b (spec line 61): mbconv(a)."""
+        """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv5(a)
 
     def f6(self, b):
-        """Function of the update of a (spec line 63): mbconv(b)."""
+        """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv6(b)
 
     def forward(self, s0, s1, s2):
@@ -959,7 +958,7 @@ class Block3(nn.Module):
 
 
 class Silo3(nn.Module):
-    """Silo (spec line 71).
+    """Silo (spec line 72).
 
         s3 = f1 + f2 + f3   (new stream)
         s2 = s2 + f1 + f2   where f1 = mbconv(s0); f2 = mbconv(s1)
@@ -997,27 +996,27 @@ class Silo3(nn.Module):
         self.mbconv12 = MBConv(160, 48, kernel=5, se=0.25)
 
     def f1(self, s0, s1, s2):
-        """Functions of the new stream s3 (spec line 79): mbconv(s0), mbconv(s1), mbconv(s2)."""
+        """Functions of the new stream s3 (spec line 80): mbconv(s0), mbconv(s1), mbconv(s2)."""
         return self.mbconv4(s0), self.mbconv5(s1), self.mbconv6(s2)
 
     def f2(self, s0, s1):
-        """Functions of the update of s2 (spec line 74): mbconv(s0), mbconv(s1)."""
+        """Functions of the update of s2 (spec line 75): mbconv(s0), mbconv(s1)."""
         return self.mbconv2(s0), self.mbconv3(s1)
 
     def f3(self, s0):
-        """Function of the update of s1 (spec line 74): mbconv(s0)."""
+        """Function of the update of s1 (spec line 75): mbconv(s0)."""
         return self.mbconv1(s0)
 
     def f4(self, s1, s2, s3):
-        """Functions of the update of s0 (spec line 86): upsample(mbconv(s1)), upsample(mbconv(s2)), upsample(mbconv(s3))."""
+        """Functions of the update of s0 (spec line 87): upsample(mbconv(s1)), upsample(mbconv(s2)), upsample(mbconv(s3))."""
         return F.interpolate(self.mbconv10(s1), scale_factor=2, mode='bilinear', align_corners=False), F.interpolate(self.mbconv11(s2), scale_factor=4, mode='bilinear', align_corners=False), F.interpolate(self.mbconv12(s3), scale_factor=8, mode='bilinear', align_corners=False)
 
     def f5(self, s2, s3):
-        """Functions of the update of s1 (spec line 86): upsample(mbconv(s2)), upsample(mbconv(s3))."""
+        """Functions of the update of s1 (spec line 87): upsample(mbconv(s2)), upsample(mbconv(s3))."""
         return F.interpolate(self.mbconv8(s2), scale_factor=2, mode='bilinear', align_corners=False), F.interpolate(self.mbconv9(s3), scale_factor=4, mode='bilinear', align_corners=False)
 
     def f6(self, s3):
-        """Function of the update of s2 (spec line 86): upsample(mbconv(s3))."""
+        """Function of the update of s2 (spec line 87): upsample(mbconv(s3))."""
         return F.interpolate(self.mbconv7(s3), scale_factor=2, mode='bilinear', align_corners=False)
 
     def forward(self, s0, s1, s2):
@@ -1073,7 +1072,7 @@ class Silo3(nn.Module):
 
 
 class Block4(nn.Module):
-    """Reversible block (spec line 58).
+    """Reversible block (spec line 59).
 
         a, b = chunk(s0)
         b = b + f   where f = mbconv(a)
@@ -1127,35 +1126,35 @@ class Block4(nn.Module):
         self.mbconv8 = MBConv(80, 80, kernel=5, expand=2)
 
     def f1(self, a):
-        """Function of the update of b (spec line 61): mbconv(a)."""
+        """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv1(a)
 
     def f2(self, b):
-        """Function of the update of a (spec line 63): mbconv(b)."""
+        """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv2(b)
 
     def f3(self, a):
-        """Function of the update of b (spec line 61): mbconv(a)."""
+        """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv3(a)
 
     def f4(self, b):
-        """Function of the update of a (spec line 63): mbconv(b)."""
+        """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv4(b)
 
     def f5(self, a):
-        """Function of the update of b (spec line 61): mbconv(a)."""
+        """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv5(a)
 
     def f6(self, b):
-        """Function of the update of a (spec line 63): mbconv(b)."""
+        """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv6(b)
 
     def f7(self, a):
-        """Function of the update of b (spec line 61): mbconv(a)."""
+        """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv7(a)
 
     def f8(self, b):
-        """Function of the update of a (spec line 63): mbconv(b)."""
+        """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv8(b)
 
     def forward(self, s0, s1, s2, s3):
@@ -1258,7 +1257,7 @@ class Block4(nn.Module):
 
 
 class Silo4(nn.Module):
-    """Silo (spec line 71).
+    """Silo (spec line 72).
 
         s3 = s3 + f1 + f2 + f3   where f1 = mbconv(s0); f2 = mbconv(s1); f3 = mbconv(s2)
         s2 = s2 + f1 + f2   where f1 = mbconv(s0); f2 = mbconv(s1)
@@ -1296,27 +1295,27 @@ class Silo4(nn.Module):
         self.mbconv12 = MBConv(160, 48, kernel=5, se=0.25)
 
     def f1(self, s0, s1, s2):
-        """Functions of the update of s3 (spec line 74): mbconv(s0), mbconv(s1), mbconv(s2)."""
+        """Functions of the update of s3 (spec line 75): mbconv(s0), mbconv(s1), mbconv(s2)."""
         return self.mbconv4(s0), self.mbconv5(s1), self.mbconv6(s2)
 
     def f2(self, s0, s1):
-        """Functions of the update of s2 (spec line 74): mbconv(s0), mbconv(s1)."""
+        """Functions of the update of s2 (spec line 75): mbconv(s0), mbconv(s1)."""
         return self.mbconv2(s0), self.mbconv3(s1)
 
     def f3(self, s0):
-        """Function of the update of s1 (spec line 74): mbconv(s0)."""
+        """Function of the update of s1 (spec line 75): mbconv(s0)."""
         return self.mbconv1(s0)
 
     def f4(self, s1, s2, s3):
-        """Functions of the update of s0 (spec line 86): upsample(mbconv(s1)), upsample(mbconv(s2)), upsample(mbconv(s3))."""
+        """Functions of the update of s0 (spec line 87): upsample(mbconv(s1)), upsample(mbconv(s2)), upsample(mbconv(s3))."""
         return F.interpolate(self.mbconv10(s1), scale_factor=2, mode='bilinear', align_corners=False), F.interpolate(self.mbconv11(s2), scale_factor=4, mode='bilinear', align_corners=False), F.interpolate(self.mbconv12(s3), scale_factor=8, mode='bilinear', align_corners=False)
 
     def f5(self, s2, s3):
-        """Functions of the update of s1 (spec line 86): upsample(mbconv(s2)), upsample(mbconv(s3))."""
+        """Functions of the update of s1 (spec line 87): upsample(mbconv(s2)), upsample(mbconv(s3))."""
         return F.interpolate(self.mbconv8(s2), scale_factor=2, mode='bilinear', align_corners=False), F.interpolate(self.mbconv9(s3), scale_factor=4, mode='bilinear', align_corners=False)
 
     def f6(self, s3):
-        """Function of the update of s2 (spec line 86): upsample(mbconv(s3))."""
+        """Function of the update of s2 (spec line 87): upsample(mbconv(s3))."""
         return F.interpolate(self.mbconv7(s3), scale_factor=2, mode='bilinear', align_corners=False)
 
     def forward(self, s0, s1, s2, s3):
@@ -1375,7 +1374,7 @@ class Silo4(nn.Module):
 
 
 class Neck(nn.Module):
-    """A stored block (spec line 96): not invertible, so in reversible mode it is
+    """A stored block (spec line 99): not invertible, so in reversible mode it is
     recomputed from its inputs in the backward instead of keeping its activations.
     """
 
@@ -1385,30 +1384,18 @@ class Neck(nn.Module):
         self.mbconv2 = MBConv(64, 64, kernel=5, expand=2, se=0.25)
         self.mbconv3 = MBConv(80, 128, kernel=5, expand=2, se=0.125)
         self.mbconv4 = MBConv(160, 320, kernel=5, expand=2, se=0.125)
-
-    def forward(self, s0, s1, s2, s3):
-        h0, h1, h2, h3 = self.mbconv1(s0), self.mbconv2(s1), self.mbconv3(s2), self.mbconv4(s3)
-        return h0, h1, h2, h3
-
-
-class Fuse(nn.Module):
-    """A stored block (spec line 102): not invertible, so in reversible mode it is
-    recomputed from its inputs in the backward instead of keeping its activations.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mbconv1 = MBConv(48, 64, kernel=5, stride=2, se=0.25)
-        self.mbconv2 = MBConv(64, 128, kernel=5, stride=2, expand=2, se=0.25)
-        self.mbconv3 = MBConv(128, 320, kernel=5, stride=2, expand=2, se=0.125)
+        self.mbconv5 = MBConv(48, 64, kernel=5, stride=2, se=0.25)
+        self.mbconv6 = MBConv(64, 128, kernel=5, stride=2, expand=2, se=0.25)
+        self.mbconv7 = MBConv(128, 320, kernel=5, stride=2, expand=2, se=0.125)
         self.conv = nn.Conv2d(320, 1280, 1, bias=False)
         self.bn = BatchNorm2d(1280, eps=0.001)
 
-    def forward(self, h0, h1, h2, h3):
+    def forward(self, s0, s1, s2, s3):
+        h0, h1, h2, h3 = self.mbconv1(s0), self.mbconv2(s1), self.mbconv3(s2), self.mbconv4(s3)
         o = h0
-        o = h1 + self.mbconv1(o)
-        o = h2 + self.mbconv2(o)
-        o = h3 + self.mbconv3(o)
+        o = h1 + self.mbconv5(o)
+        o = h2 + self.mbconv6(o)
+        o = h3 + self.mbconv7(o)
         o = F.hardswish(self.bn(self.conv(o))).mean(dim=(2, 3))
         return o
 
@@ -1449,7 +1436,6 @@ class RevBiFPN(nn.Module):
             outputs=("s0", "s1", "s2", "s3"),
         )
         self.neck = Neck()
-        self.fuse = Fuse()
         self.drop = nn.Dropout(head_dropout)
         self.fc = nn.Linear(1280, num_classes)
         self.apply(init_weights)
@@ -1459,12 +1445,11 @@ class RevBiFPN(nn.Module):
         x = replicate_channels(img, 3)
         s0 = F.pixel_unshuffle(x, 4)
         s0, s1, s2, s3 = self.backbone(s0, reversible=self.reversible, checkpoint=self.checkpoint)
-        h0, h1, h2, h3 = run_stored(self.neck, s0, s1, s2, s3, recompute=self.reversible or self.checkpoint)
-        return h0, h1, h2, h3
+        return s0, s1, s2, s3
 
-    def forward_head(self, h0, h1, h2, h3, pre_logits: bool = False):
+    def forward_head(self, s0, s1, s2, s3, pre_logits: bool = False):
         """The head: pooling and classifier (`pre_logits` stops before the classifier)."""
-        o = run_stored(self.fuse, h0, h1, h2, h3, recompute=self.reversible or self.checkpoint)
+        o = run_stored(self.neck, s0, s1, s2, s3, recompute=self.reversible or self.checkpoint)
         features = self.drop(o)
         if pre_logits:
             return features

@@ -743,7 +743,7 @@ class RevSuperViT(nn.Module):
 
     def forward_head(self, z, pre_logits: bool = False):
         """The head: pooling and classifier (`pre_logits` stops before the classifier)."""
-        features = z[:, 0]
+        features = z[:, 0].contiguous()
         if pre_logits:
             return features
         logits = self.head(features)

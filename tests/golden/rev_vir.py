@@ -677,7 +677,7 @@ class RevViR(nn.Module):
 
     def forward_head(self, z, pre_logits: bool = False):
         """The head: pooling and classifier (`pre_logits` stops before the classifier)."""
-        features = z[:, -1]
+        features = z[:, -1].contiguous()
         if pre_logits:
             return features
         logits = self.head(features)
