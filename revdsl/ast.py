@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from revdsl.source import Span
+from revdsl.source import Source, Span
 
 
 def _span() -> Span | None:
@@ -299,3 +299,4 @@ class Spec:
 
     stmts: tuple[Stmt, ...]
     source_name: str
+    source: Source | None = field(default=None, repr=False, compare=False)

@@ -66,6 +66,13 @@ def load(spec: str, overrides: dict[str, Any]) -> tuple[Any, Any]:
     return load_source(compiled.source), compiled.program
 
 
+def resolved_sizes(program: Any, sizes: dict[str, int] | None) -> dict[str, int]:
+    """Values for the inputs' free dimensions: the given ones, else the largest allowed."""
+    from revdsl import sizes as sizes_mod
+
+    return sizes_mod.first(sizes_mod.resolve(program, sizes))
+
+
 def inputs_for(program: Any, batch: int, device: str, sizes: dict[str, int] | None = None,
                dtype: Any = None) -> list[Any]:
     import torch
@@ -111,6 +118,7 @@ def run(spec: str, overrides: dict[str, Any] | None = None, batch: int = 8,
         torch.set_num_threads(threads)
     overrides = overrides or {}
     module, program = load(spec, overrides)
+    sizes = resolved_sizes(program, sizes)
     torch.manual_seed(0)
     model = module.create_model().to(device)
     model.train()
@@ -173,6 +181,7 @@ def largest_batch(spec: str, overrides: dict[str, Any], mode: str, budget: int,
     from revdsl.measure import peak_bytes
 
     module, program = load(spec, overrides)
+    sizes = resolved_sizes(program, sizes)
     torch.manual_seed(0)
     model = module.create_model().to(device)
     model.train()
@@ -218,7 +227,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from revdsl.cli import parse_sets
 
     overrides = parse_sets(args.set)
-    sizes = {k: int(v) for k, v in (s.split("=") for s in args.size or ())}
+    from revdsl.sizes import parse_size_args
+
+    sizes = parse_size_args(args.size)
     results = run(args.spec, overrides, batch=args.batch, modes=tuple(args.modes),
                   steps=args.steps, warmup=args.warmup, device=args.device, sizes=sizes,
                   rss=args.rss)

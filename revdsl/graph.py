@@ -119,8 +119,24 @@ def _add_node(g: nx.DiGraph, node: ir.Node, **where: Any) -> None:
 
 def stream_reads(g: nx.DiGraph, node_id: int) -> set[int]:
     """The stream values a node depends on within its step: ancestors, stopping at streams."""
-    within = nx.subgraph_view(g, filter_edge=lambda u, v: g.nodes[v].get("kind") != "stream")
-    return {n for n in nx.ancestors(within, node_id) if g.nodes[n].get("kind") == "stream"}
+    # a walk up the predecessors that stops at stream nodes (linear in the step's size; a
+    # filtered networkx view would cost the whole graph's size per query)
+    kinds = g.nodes
+    if kinds[node_id].get("kind") == "stream":
+        return set()
+    found: set[int] = set()
+    seen = {node_id}
+    stack = [node_id]
+    while stack:
+        for p in g.predecessors(stack.pop()):
+            if p in seen:
+                continue
+            seen.add(p)
+            if kinds[p].get("kind") == "stream":
+                found.add(p)
+            else:
+                stack.append(p)
+    return found
 
 
 def describe(g: nx.DiGraph, node_id: int) -> str:

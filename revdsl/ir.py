@@ -303,6 +303,23 @@ def walk(roots: tuple[Node, ...] | list[Node], stop: set[int] | None = None) -> 
     return order
 
 
+def op_nodes(program: Program) -> list[OpNode]:
+    """Every op application in the program (stems, steps, blocks, head), in a fixed order."""
+    roots: list[Node] = [program.output]
+    for item in program.items:
+        if isinstance(item, Assign):
+            roots.extend(item.values)
+        elif isinstance(item, PlainBlock):
+            roots.extend(v for a in item.assigns for v in a.values)
+        else:
+            roots.extend(v for a in item.entry_assign for v in a.values)
+            for block in item.blocks:
+                for step in block.steps:
+                    inner = step.steps if isinstance(step, Phase) else (step,)
+                    roots.extend(s.expr for s in inner if not isinstance(s, Restructure))
+    return [n for n in walk(roots) if isinstance(n, OpNode)]
+
+
 def children(node: Node) -> tuple[Node, ...]:
     if isinstance(node, OpNode):
         return node.inputs

@@ -153,7 +153,7 @@ class _Elaborator:
         self.items: list[ir.Item] = []
         self.model_modules: list[tuple[ir.OpNode, str, Span | None]] = []
         self.model_name: str | None = None
-        self.output: tuple[str, ir.Node] | None = None
+        self.output: tuple[str, ir.Node, Span | None] | None = None
         self.seg: _Segment | None = None
         self.blk: _Block | None = None
         self.phase: _Phase | None = None
@@ -165,6 +165,8 @@ class _Elaborator:
         self.n_plain = 0
 
     # ---- helpers ------------------------------------------------------------------------------
+
+    _work = 0
 
     def nid(self) -> int:
         return next(self._ids)
@@ -196,6 +198,9 @@ class _Elaborator:
 
     def run(self) -> ir.Program:
         for stmt in self.spec.stmts:
+            if self.output is not None:
+                raise SpecTypeError("`output` must be the last statement of the spec", stmt.span,
+                                    [f"the output was declared at line {_line(self.output[2])}"])
             self.stmt(stmt)
         unknown = set(self.overrides) - self.used_overrides
         if unknown:
@@ -242,6 +247,8 @@ class _Elaborator:
         for s in self.spec.stmts:
             if s.span is not None:
                 return Span(s.span.source, 1, 1, 1, 2)
+        if self.spec.source is not None:  # an empty spec: its first line
+            return Span(self.spec.source, 1, 1, 1, 2)
         return None
 
     def stmts(self, body: ast.Body) -> None:
@@ -350,7 +357,7 @@ class _Elaborator:
                                 s.span)
         if self.output is not None:
             raise SpecNameError("`output` is declared twice", s.span)
-        self.output = (s.name, value.node)
+        self.output = (s.name, value.node, s.span)
 
     def s_Head(self, s: ast.Head) -> None:
         self._top_only(s, "`head`")
@@ -370,6 +377,7 @@ class _Elaborator:
         self._loop_depth += 1
         try:
             for v in seq:
+                self.work(s.span)
                 self.bind(s.var, v)
                 self.stmts(s.body)
         finally:
@@ -685,6 +693,7 @@ class _Elaborator:
                                 s.count.span)
         self._close_block()
         for v in seq:
+            self.work(s.span)
             self._open_block("block", None, s.span)
             try:
                 if s.var is not None:
@@ -892,7 +901,15 @@ class _Elaborator:
         return getattr(self, "e_" + type(e).__name__)(e)
 
     def e_Number(self, e: ast.Number) -> Any:
-        return e.value
+        return _ct_check_value(e.value, e.span)
+
+    def work(self, span: Span | None, n: int = 1) -> None:
+        """Count unrolling work; a spec that unrolls without end gets an error, not a hang."""
+        self._work += n
+        if self._work > MAX_WORK:
+            raise SpecTypeError(
+                f"the spec unrolls to more than {MAX_WORK} loop iterations and operations; "
+                "is a loop bound or a parameter far too large?", span)
 
     def e_String(self, e: ast.String) -> Any:
         return e.value
@@ -931,6 +948,7 @@ class _Elaborator:
         self.scopes.append({})
         try:
             for v in seq:
+                self.work(e.span)
                 self.bind(e.var, v)
                 out.append(self.ev(e.elt))
         finally:
@@ -1098,11 +1116,14 @@ class _Elaborator:
             return total
         try:
             result = _CT_FUNCS[func](*args, **kwargs)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise SpecTypeError(f"{func}(): {exc}", span) from None
         if isinstance(result, range):
+            if len(result) > MAX_LIST:
+                raise SpecTypeError(f"range of {len(result)} items is too long (at most "
+                                    f"{MAX_LIST})", span)
             return list(result)
-        return result
+        return _ct_check_value(result, span)
 
     # ---- op application -----------------------------------------------------------------------
 
@@ -1111,6 +1132,7 @@ class _Elaborator:
                  arg_spans: list[Span | None] | None = None, lenient: bool = False) -> Any:
         opdef = catalogue.get(name)
         assert opdef is not None, name
+        self.work(span)
         kw_spans = kw_spans or {}
         arg_spans = arg_spans or [span] * len(args)
         # split positional arguments into tensor inputs and positional attributes
@@ -1167,6 +1189,11 @@ class _Elaborator:
                 problem = str(exc)
             else:
                 raise ShapeError(f"{name}: {exc}", span) from None
+        except (ArithmeticError, ValueError, TypeError, IndexError) as exc:
+            # a shape rule meeting attribute values it has no message for: still the user's
+            # input, so a positioned error rather than a traceback
+            raise ShapeError(f"{name}: cannot be applied with these arguments ({exc})",
+                             span) from None
         n_out = opdef.n_outputs(attrs)
         out_shapes: tuple[Shape, ...]
         if n_out > 1:
@@ -1357,7 +1384,39 @@ def _truth(v: Any, span: Span | None) -> bool:
     return bool(v)
 
 
+# compile-time values stay in a range a network can use: this keeps a typo such as
+# `depth = 10 ** 100` or a `range(10 ** 9)` a clear error instead of a hang
+MAX_INT = 2**53
+MAX_LIST = 100_000
+MAX_WORK = 200_000  # loop iterations and op applications while unrolling one spec
+MAX_ATTR = 10**7  # an integer attribute (channels, kernel, ...)
+MAX_PARTS = 1024  # copies or chunks of one tensor
+
+
 def _ct_binop(op: str, a: Any, b: Any, span: Span | None) -> Any:
+    if op == "**" and isinstance(a, int | float) and isinstance(b, int | float) and not (
+        isinstance(a, bool) or isinstance(b, bool)
+    ) and abs(a) > 1 and b > 64:
+        raise SpecTypeError(f"{a} ** {b} is too large for a compile-time value", span)
+    if op == "*" and isinstance(a, list) and isinstance(b, int) and len(a) * b > MAX_LIST:
+        raise SpecTypeError(f"a list of {len(a) * b} items is too long (at most {MAX_LIST})",
+                            span)
+    try:
+        out = _ct_binop_raw(op, a, b, span)
+    except OverflowError:
+        raise SpecTypeError(f"'{op}' overflows: the result is too large", span) from None
+    return _ct_check_value(out, span)
+
+
+def _ct_check_value(v: Any, span: Span | None) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+        raise SpecTypeError(f"{v} is too large for a compile-time value (at most 2**53)", span)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise SpecTypeError(f"the value {v} is not a finite number", span)
+    return v
+
+
+def _ct_binop_raw(op: str, a: Any, b: Any, span: Span | None) -> Any:
     if isinstance(a, list) and isinstance(b, list) and op == "+":
         return a + b
     if isinstance(a, list) and isinstance(b, int) and op == "*":
@@ -1406,6 +1465,11 @@ def _ct_binop(op: str, a: Any, b: Any, span: Span | None) -> Any:
     raise SpecTypeError(f"unknown operator {op}", span)
 
 
+# integer attributes that count or size something: 0 or less is never meaningful
+POSITIVE_ATTRS = frozenset({"heads", "out", "kernel", "stride", "patch", "factor", "chunk",
+                            "q_stride", "kv_stride", "channels", "chunks", "hidden", "n"})
+
+
 def _check_attr(opdef: OpDef, spec: Attr, v: Any, span: Span | None) -> Any:
     if isinstance(v, ir.RuntimeRef):
         if not spec.runtime:
@@ -1439,6 +1503,13 @@ def _check_attr(opdef: OpDef, spec: Attr, v: Any, span: Span | None) -> Any:
         if isinstance(v, bool) or not isinstance(v, int):
             raise SpecTypeError(f"{opdef.name}(): '{spec.name}' must be an integer, got "
                                 f"{_kind(v)}", span)
+        if spec.name in POSITIVE_ATTRS and v < 1:
+            raise SpecTypeError(f"{opdef.name}(): '{spec.name}' must be at least 1, got {v}",
+                                span)
+        limit = MAX_PARTS if spec.name in ("n", "chunks") else MAX_ATTR
+        if abs(v) > limit:
+            raise SpecTypeError(f"{opdef.name}(): '{spec.name}' = {v} is too large (at most "
+                                f"{limit})", span)
         return v
     if k in ("float", "number"):
         if isinstance(v, bool) or not isinstance(v, int | float):

@@ -63,7 +63,7 @@ def parse(text: str, name: str = "<spec>") -> ast.Spec:
     source = Source(name, text)
     tree = _run(source, "start")
     stmts = _ToAst(source).transform(tree)
-    return ast.Spec(stmts=tuple(stmts), source_name=name)
+    return ast.Spec(stmts=tuple(stmts), source_name=name, source=source)
 
 
 def parse_expr(text: str, name: str = "<expr>") -> ast.Expr:

@@ -179,14 +179,22 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     report = check_text(_read(args.spec), args.spec, parse_sets(args.set))
     report.raise_if_failed()
-    sizes = dict(s.split("=") for s in args.size or ())
-    st = stats(report, {k: int(v) for k, v in sizes.items()})
+    from revdsl import sizes as sizes_mod
+
+    given = sizes_mod.parse_size_args(args.size)
+    sizes = sizes_mod.first(sizes_mod.resolve(report.program, given))
+    st = stats(report, sizes)
     st.batch = args.batch
     if args.json:
-        json.dump(st.as_dict(), sys.stdout, indent=2)
+        json.dump({**st.as_dict(), "sizes": sizes}, sys.stdout, indent=2)
         print()
     else:
         print(format_table(st, args.batch))
+        if sizes:
+            allowed = sizes_mod.choices(report.program)
+            for k, v in sizes.items():
+                others = f" (allowed: {', '.join(map(str, allowed[k]))})" if k in allowed else ""
+                print(f"input size {k} = {v}{others}; pick another with --size {k}=N")
     return 0
 
 

@@ -173,21 +173,8 @@ def verify(program: ir.Program, graph: nx.DiGraph | None = None) -> Report:
 def op_checks(program: ir.Program) -> list[RevdslError]:
     """Run every op's own `verify` check (with the call-time options' choices)."""
     options = {o.name: o.choices for o in program.options}
-    roots: list[ir.Node] = [program.output]
-    for item in program.items:
-        if isinstance(item, ir.Assign):
-            roots.extend(item.values)
-        elif isinstance(item, ir.PlainBlock):
-            roots.extend(v for a in item.assigns for v in a.values)
-        else:
-            roots.extend(v for a in item.entry_assign for v in a.values)
-            for block in item.blocks:
-                roots.extend(s.expr for s in flat_steps(block)
-                             if not isinstance(s, ir.Restructure))
     errors: list[RevdslError] = []
-    for node in ir.walk(roots):
-        if not isinstance(node, ir.OpNode):
-            continue
+    for node in ir.op_nodes(program):
         opdef = catalogue.get(node.op)
         if opdef is None or opdef.verify is None:
             continue

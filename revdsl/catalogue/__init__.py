@@ -56,6 +56,7 @@ class Attr:
 
 ShapeRule = Callable[[Sequence[Shape], dict[str, Any]], Shape | tuple[Shape, ...]]
 CountRule = Callable[[Sequence[Shape], dict[str, Any]], Any]
+SizeRule = Callable[[Sequence[Shape], dict[str, Any]], tuple[Any, tuple[int, ...]]]
 SavedRule = Callable[[Sequence[Shape], Sequence[Shape], dict[str, Any]], Sequence[Shape]]
 
 
@@ -102,6 +103,12 @@ class OpDef:
     coupling_hint: Callable[[dict[str, Any]], str | None] | None = None
     # a semantic check run by the verifier: (attributes, call-time option choices) -> problem
     verify: Callable[[dict[str, Any], dict[str, tuple[Any, ...]]], str | None] | None = None
+    # attributes that pick one of several forms of the same function (e.g. retention's `mode`):
+    # a call-time option used only through them must not change the result (`revdsl test`)
+    forms: tuple[str, ...] = ()
+    # (an input size expression, its allowed values): e.g. the token counts that have a position
+    # table; tells `revdsl stats/test/bench` which values a free input dimension may take
+    size_choices: SizeRule | None = None
     # costs
     params: CountRule = _zero
     macs: Callable[[Sequence[Shape], Sequence[Shape], dict[str, Any]], Any] = (

@@ -64,7 +64,7 @@ register(
         doc="retention(x, heads, mode='parallel'|'recurrent'|'chunkwise', chunk=64, "
         "qkv_bias=true, causal=true, scores='decay'|'softmax'|'rownorm'): multi-head retention "
         "over [B,N,C] with per-head decays 1-2^-5 ... 1-2^-9; mode may be a call-time option",
-        module="Retention", inputs=1, default_name="retention", causal=True,
+        module="Retention", inputs=1, default_name="retention", causal=True, forms=("mode",),
         attrs=(
             Attr("heads", "int"),
             Attr("mode", "str", default="parallel", runtime=True, choices=FORMS),

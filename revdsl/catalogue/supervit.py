@@ -36,6 +36,8 @@ register(
         module="MultiPosEmbed", inputs=1, default_name="pos_embed",
         attrs=(Attr("sizes", "ints", symbolic=False), Attr("patch", "int", symbolic=False)),
         shape=_pos_shape,
+        size_choices=lambda s, a: (s[0][1], tuple((size // a["patch"]) ** 2 + 1
+                                                   for size in a["sizes"])),
         ctor=lambda s, a: [("dim", s[0][-1]), ("sizes", tuple(a["sizes"])),
                            ("patch", a["patch"])],
         params=lambda s, a: sum(((size // a["patch"]) ** 2 + 1) for size in a["sizes"])

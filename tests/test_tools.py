@@ -1,0 +1,160 @@
+"""The user-facing tools around the graph: `revdsl viz` pictures and `revdsl stats` predictions
+(checked against the bytes autograd actually saves)."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from revdsl import sizes as sizes_mod
+from revdsl.cli import main
+from revdsl.measure import saved_bytes
+from revdsl.pipeline import compile_text
+from revdsl.stats import stats
+from tests.conftest import ROOT, SPECS, load_spec
+
+VERIFIER = Path(__file__).resolve().parent / "verifier"
+
+# small configurations of every spec (the real sizes are in benchmarks/)
+SMALL = {
+    "rev_vit.rev": dict(dim=32, heads=2, depth=4, image=32, patch=8),
+    "rev_mvit.rev": dict(image=32, dim=8, kv_stride=2, transitions=[1, 3], depth=6),
+    "rev_vir.rev": dict(dim=32, heads=4, depth=3, image=32, patch=8, chunk=5),
+    "rev_supervit.rev": dict(dim=32, heads=2, depth=6, prune_at=[2, 4], sizes=[16, 24, 32],
+                             patch=8),
+    "rev_bifpn.rev": dict(image=64, num_ext=1, reps=1),
+}
+
+# texts each picture must show (node labels, cluster labels)
+EXPECTED_TEXT = {
+    "rev_vit.rev": ["x1 <- x1 + f", "f = drop_path(attention(layernorm(x2)))", "block x 12",
+                    "reversible segment body: 12 blocks", "stem (stored)", "head (stored)"],
+    "rev_mvit.rev": ["x1 <- x1 + f", "pool_attention", "reversible segment stage0",
+                     "(stored, recomputed in the backward)"],
+    "rev_vir.rev": ["retention", "block x 12", "x2 <- x2 + f"],
+    "rev_supervit.rev": ["keep_tokens", "attention_cls", "block prune"],
+    "rev_bifpn.rev": ["silo", "phase up", "phase down", "new stream s1 = f", "block neck"],
+}
+
+
+def _texts(svg: str) -> set[str]:
+    return {html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg)}
+
+
+@pytest.mark.parametrize("spec", sorted(SMALL))
+def test_viz_svg_and_png(spec: str, tmp_path: Path) -> None:
+    svg, png = tmp_path / "g.svg", tmp_path / "g.png"
+    assert main(["viz", str(SPECS / spec), "-o", str(svg)]) == 0
+    assert main(["viz", str(SPECS / spec), "-o", str(png)]) == 0
+    texts = _texts(svg.read_text())
+    joined = "\n".join(texts)
+    for expected in EXPECTED_TEXT[spec]:
+        assert expected in joined, (expected, sorted(texts))
+    assert "legend" in texts and "refuted step" in texts
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_viz_expand_draws_every_block(tmp_path: Path) -> None:
+    out = tmp_path / "g.svg"
+    spec = str(SPECS / "rev_vit.rev")
+    assert main(["viz", spec, "--set", "depth=3", "--expand", "-o", str(out)]) == 0
+    texts = _texts(out.read_text())
+    assert sum(t == "x1 <- x1 + f" for t in texts) == 1  # set of texts: one label ...
+    assert out.read_text().count("x1 &lt;&#45; x1 + f") == 3  # ... drawn three times
+    assert not any("x 3" in t for t in texts)
+
+
+def test_viz_of_an_invalid_spec_draws_the_problem(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bad.svg"
+    spec = VERIFIER / "invalid" / "relu_of_target.rev"
+    assert main(["viz", str(spec), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "relu_of_target.rev:6:5: error: the update of a cannot be undone" in err
+    assert "drawn in red" in err
+    svg = out.read_text()
+    assert "#c0392b" in svg  # the refuted step's colour
+    assert any("not one-to-one" in t for t in _texts(svg))
+
+
+def test_viz_dot_needs_no_dot_program(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import revdsl.viz
+
+    monkeypatch.setattr(revdsl.viz.shutil, "which", lambda name: None)
+    out = tmp_path / "g.dot"
+    assert main(["viz", str(SPECS / "rev_vit.rev"), "-o", str(out)]) == 0
+    assert out.read_text().startswith("digraph")
+    assert main(["viz", str(SPECS / "rev_vit.rev"), "-o", str(tmp_path / "g.svg")]) == 1
+    assert "`dot` program is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "g.svg").exists()
+    assert main(["viz", str(SPECS / "rev_vit.rev"), "-o", str(tmp_path / "g.jpg")]) == 1
+
+
+@pytest.mark.parametrize("spec", sorted(SMALL))
+def test_stats_predicts_saved_bytes_within_10_percent(spec: str) -> None:
+    compiled = compile_text((SPECS / spec).read_text(), spec, SMALL[spec])
+    sizes = sizes_mod.first(sizes_mod.resolve(compiled.program))
+    predicted = stats(compiled.report, sizes)
+    mod = load_spec(spec, **SMALL[spec])
+    torch.manual_seed(0)
+    model = mod.create_model()
+    model.train()
+    batch = 2
+    shape = [batch, 3, *([sizes["S"]] * 2 if sizes else [SMALL[spec]["image"]] * 2)]
+    x = torch.randn(shape)
+    measured = {}
+    for reversible in (True, False):
+        model.reversible = reversible
+        measured[reversible] = saved_bytes(model, x) / batch
+    for reversible, want in ((True, predicted.stored), (False, predicted.baseline)):
+        got = measured[reversible]
+        assert abs(want / got - 1) < 0.10, (spec, "reversible" if reversible else "baseline",
+                                            want, got, want / got)
+    # and the prediction shows the point of the exercise
+    assert predicted.stored < predicted.baseline
+
+
+def test_stats_json_and_no_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys, json, io, contextlib\n"
+        "from revdsl.cli import main\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n"
+        "    rc = main(['stats', sys.argv[1], '--json', '--batch', '4'])\n"
+        "assert rc == 0, rc\n"
+        "assert 'torch' not in sys.modules, 'stats imported torch'\n"
+        "print(buf.getvalue())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(SPECS / "rev_supervit.rev")],
+                          capture_output=True, text=True, cwd=ROOT, check=True)
+    data = json.loads(proc.stdout)
+    assert data["params"] == 22_554_856 and data["batch"] == 4
+    assert data["sizes"] == {"S": 224}
+    parts = {p["name"]: p for p in data["parts"]}
+    assert {"stem", "stage0", "prune0", "head"} <= set(parts)
+    assert data["stored_bytes_per_sample"]["reversible"] == sum(
+        p["stored_bytes_per_sample"]["reversible"] for p in data["parts"])
+
+
+def test_stats_free_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = str(SPECS / "rev_supervit.rev")
+    assert main(["stats", spec, "--size", "S=160"]) == 0
+    out = capsys.readouterr().out
+    assert "2.269 GMACs" in out and "input size S = 160 (allowed: 128, 160, 192, 224)" in out
+    assert main(["stats", spec, "--size", "S=161"]) == 1
+    err = capsys.readouterr().err
+    assert "--size S=161: the spec accepts S in 128, 160, 192, 224" in err
+    assert main(["stats", str(VERIFIER / "valid" / "symbolic_sizes.rev")]) == 1
+    err = capsys.readouterr().err
+    assert "the input dimension H is free" in err and "--size H=N" in err
+    assert main(["stats", spec, "--size", "S"]) == 1
+    assert "--size expects NAME=N" in capsys.readouterr().err
