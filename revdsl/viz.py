@@ -4,7 +4,7 @@ Built from the verifier's report and its networkx graph (`report.graph`): every 
 node on its stream's lane (edges of the stream's colour carry it from step to step; dashed edges
 show what a step's functions read); segments, blocks, silos and their phases are clusters; stored
 parts (stems, transitions, pruning blocks, heads) are orange clusters labelled with the bytes per
-sample they keep. Runs of identical blocks collapse into one cluster labelled `x N` (`--expand`
+sample they keep. Runs of identical blocks collapse into one cluster labelled `× N` (`--expand`
 draws them all). A step the verifier refuted is red and carries its reason, so an invalid spec still
 draws. `.dot` output needs nothing; SVG, PNG and PDF need graphviz's `dot` program.
 """
@@ -41,8 +41,10 @@ def _esc(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def _kib(report: Report, expr: Any) -> str:
-    v = evaluate(expr, report.program, options=False)
+def _kib(report: Report, expr: Any, sizes: dict[str, int] | None = None) -> str:
+    v = evaluate(expr, report.program, options=True)
+    if sizes:
+        v = v.subs({s: sizes[s.name] for s in v.free_symbols if s.name in sizes})
     if not v.is_number:
         return f"{v} B"
     n = float(v)
@@ -61,11 +63,13 @@ def _block_key(block: ir.Block) -> tuple[Any, ...]:
 
 
 class _Drawing:
-    def __init__(self, report: Report, expand: bool) -> None:
+    def __init__(self, report: Report, expand: bool, sizes: dict[str, int] | None = None
+                 ) -> None:
         import graphviz
 
         self.report = report
         self.expand = expand
+        self.sizes = dict(sizes or {})
         self.g = graphviz.Digraph(report.program.name, format="svg")
         self.g.attr(rankdir="TB", compound="true", fontname="Helvetica", fontsize="12",
                     nodesep="0.3", ranksep="0.3", newrank="true",
@@ -83,7 +87,17 @@ class _Drawing:
         p = self.report.program
         status = ("every reversible step proved invertible" if self.report.ok else
                   f"{len(self.report.errors)} problem(s), drawn in red")
-        return f"{p.name} ({Path(p.source_name).name}): {status}"
+        import sympy
+
+        used = set().union(*(sympy.sympify(b.bytes_per_sample).free_symbols
+                             for b in self.report.boundaries))
+        at = [f"{k} = {v}" for k, v in self.sizes.items()]
+        at += [f"{o.name} = {o.default!r}" for o in p.options if o.symbol in used]
+        where = f"\nbytes per sample at {', '.join(at)}" if at else ""
+        return f"{p.name} ({Path(p.source_name).name}): {status}{where}"
+
+    def kib(self, expr: Any) -> str:
+        return _kib(self.report, expr, self.sizes)
 
     def nid(self, prefix: str) -> str:
         self.count += 1
@@ -137,6 +151,12 @@ class _Drawing:
             self.names[v.id] = t
 
     def describe(self, values: tuple[ir.Node, ...]) -> str:
+        if len(values) > 1 and all(isinstance(v, ir.OutNode) for v in values):
+            sources = {v.source.id for v in values}  # type: ignore[attr-defined]
+            indices = [v.index for v in values]  # type: ignore[attr-defined]
+            if len(sources) == 1 and indices == list(range(len(values))):
+                # `a, b = op(...)`: the op once, not once per output
+                return _clip(_text(values[0].source, self.names, 4), 64)  # type: ignore[attr-defined]
         return _clip(", ".join(_text(v, self.names, 4) for v in values), 64)
 
     def _flow(self, node: str) -> None:
@@ -148,7 +168,11 @@ class _Drawing:
         kind = kinds.pop(0) if kinds else None
         name = f"cluster_{self.nid('plain')}"
         title = kind.name if kind is not None else "statements"
-        kept = f"keeps {_kib(self.report, self.kept[kind.name])}/sample" if kind else ""
+        kept = ""
+        if kind is not None:
+            amount = self.kept[kind.name]
+            kept = (f"keeps {self.kib(amount)}/sample" if amount != 0 else
+                    "keeps nothing for the backward")
         with self.g.subgraph(name=name) as c:
             c.attr(label=f"{title} (stored)\n{kept}", style="rounded,filled", fillcolor=ORANGE,
                    color=ORANGE_LINE)
@@ -160,7 +184,11 @@ class _Drawing:
                 self.name(a)
 
     def stored_block(self, pb: ir.PlainBlock, b: Any) -> None:
-        kept = f"keeps {_kib(self.report, self.kept[pb.name])}/sample (its inputs)" if b else ""
+        kept = ""
+        if b:
+            amount = self.kept[pb.name]
+            kept = (f"keeps its inputs: {self.kib(amount)}/sample" if amount != 0 else
+                    "keeps nothing more: its inputs are kept already")
         with self.g.subgraph(name=f"cluster_{pb.name}") as c:
             c.attr(label=f"block {pb.name} (stored, recomputed in the backward)\n{kept}",
                    style="rounded,filled", fillcolor=ORANGE, color=ORANGE_LINE)
@@ -176,7 +204,7 @@ class _Drawing:
 
     def segment(self, seg: ir.Segment, b: Any) -> None:
         steps = {(s.block, s.index): s for s in self.report.steps if s.segment == seg.name}
-        kept = f"keeps its outputs: {_kib(self.report, self.kept[seg.name])}/sample" if b else ""
+        kept = f"keeps its outputs: {self.kib(self.kept[seg.name])}/sample" if b else ""
         blocks = f"{len(seg.blocks)} block{'s' if len(seg.blocks) != 1 else ''}"
         with self.g.subgraph(name=f"cluster_{seg.name}") as c:
             c.attr(label=f"reversible segment {seg.name}: {blocks}\n{kept}",
@@ -205,7 +233,7 @@ class _Drawing:
         first = run[0]
         title = ("silo" if first.kind == "silo" else "block") + (
             f" {first.name}" if first.name else "")
-        label = f"{title} x {len(run)}" if len(run) > 1 else title
+        label = f"{title} \u00d7 {len(run)}" if len(run) > 1 else title
         bad = [k for b in run for k, _ in enumerate(flat_steps(b))
                if not steps[(b.index, k)].proved]
         with parent.subgraph(name=f"cluster_b{self.nid('b')}") as c:
@@ -301,19 +329,21 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def draw(report: Report, expand: bool = False) -> Any:
-    """The graphviz Digraph of a (possibly failed) verification report."""
-    return _Drawing(report, expand).run()
+def draw(report: Report, expand: bool = False, sizes: dict[str, int] | None = None) -> Any:
+    """The graphviz Digraph of a (possibly failed) verification report; byte counts are
+    evaluated at `sizes` (free input dimensions) and the call-time options' defaults."""
+    return _Drawing(report, expand, sizes).run()
 
 
 FORMATS = ("svg", "png", "pdf", "dot")
 
 
-def render(report: Report, out: Path, expand: bool = False) -> None:
+def render(report: Report, out: Path, expand: bool = False,
+           sizes: dict[str, int] | None = None) -> None:
     fmt = out.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise VizError(f"cannot draw to '{out.suffix}': use .svg, .png, .pdf or .dot")
-    g = draw(report, expand)
+    g = draw(report, expand, sizes)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "dot":
         from revdsl.cli import write_atomically
@@ -330,11 +360,19 @@ def render(report: Report, out: Path, expand: bool = False) -> None:
 
 
 def cmd_viz(args: argparse.Namespace) -> int:
+    from revdsl import sizes as sizes_mod
     from revdsl.cli import _read, parse_sets
     from revdsl.pipeline import check_text
 
     report = check_text(_read(args.spec), args.spec, parse_sets(args.set))
-    render(report, Path(args.output), expand=args.expand)
+    given = sizes_mod.parse_size_args(args.size)
+    try:
+        sizes = sizes_mod.first(sizes_mod.resolve(report.program, given))
+    except sizes_mod.SizeError:
+        if given:
+            raise
+        sizes = {}  # a free size nothing fixes: draw the byte counts as formulas
+    render(report, Path(args.output), expand=args.expand, sizes=sizes)
     if not report.ok:
         from revdsl.errors import Diagnostics
 
@@ -348,5 +386,8 @@ def add_command(sub: Any, spec_args: Any) -> None:
     p = sub.add_parser("viz", help="draw the graph: reversible steps, stored parts, problems")
     spec_args(p)
     p.add_argument("-o", "--output", required=True, help="OUT.svg, .png, .pdf or .dot")
-    p.add_argument("--expand", action="store_true", help="draw every block (no `x N` runs)")
+    p.add_argument("--expand", action="store_true", help="draw every block (no `× N` runs)")
+    p.add_argument("--size", action="append", metavar="DIM=N",
+                   help="a free input dimension's value for the byte counts (default: the "
+                   "largest the spec allows)")
     p.set_defaults(func=cmd_viz)

@@ -34,11 +34,11 @@ SMALL = {
 
 # texts each picture must show (node labels, cluster labels)
 EXPECTED_TEXT = {
-    "rev_vit.rev": ["x1 <- x1 + f", "f = drop_path(attention(layernorm(x2)))", "block x 12",
+    "rev_vit.rev": ["x1 <- x1 + f", "f = drop_path(attention(layernorm(x2)))", "block × 12",
                     "reversible segment body: 12 blocks", "stem (stored)", "head (stored)"],
     "rev_mvit.rev": ["x1 <- x1 + f", "pool_attention", "reversible segment stage0",
                      "(stored, recomputed in the backward)"],
-    "rev_vir.rev": ["retention", "block x 12", "x2 <- x2 + f"],
+    "rev_vir.rev": ["retention", "block × 12", "x2 <- x2 + f"],
     "rev_supervit.rev": ["keep_tokens", "attention_cls", "block prune"],
     "rev_bifpn.rev": ["silo", "phase up", "phase down", "new stream s1 = f", "block neck"],
 }
@@ -69,7 +69,7 @@ def test_viz_expand_draws_every_block(tmp_path: Path) -> None:
     texts = _texts(out.read_text())
     assert sum(t == "x1 <- x1 + f" for t in texts) == 1  # set of texts: one label ...
     assert out.read_text().count("x1 &lt;&#45; x1 + f") == 3  # ... drawn three times
-    assert not any("x 3" in t for t in texts)
+    assert not any("× 3" in t for t in texts)
 
 
 def test_viz_of_an_invalid_spec_draws_the_problem(tmp_path: Path,
