@@ -153,7 +153,7 @@ class _Generator:
     def __init__(self, program: ir.Program, report: Report) -> None:
         self.program = program
         self.report = report
-        self.runtime: set[str] = {"ReversibleSegment", "init_weights", "Couple"}
+        self.runtime: set[str] = {"ReversibleSegment", "init_weights", "Couple", "check_input"}
         self.templates: list[Template] = []
         self.segment_plans: dict[str, list[tuple[Template, BlockCode]]] = {}
         self.options_of: dict[str, list[str]] = {}
@@ -798,6 +798,11 @@ class _Generator:
                          for o in feat_opts) + "):")
         with e.indented():
             e.docstring("Everything before the head.")
+            for n in p.inputs:
+                dims = ", ".join(str(int(d)) if sympy.sympify(d).is_number else "None"
+                                 for d in n.shape)
+                dims += "," if len(n.shape) == 1 else ""
+                e.line(f"check_input({n.name!r}, {n.name}, ({dims}))")
             e.raw(_indent(body.text(), 1))
             e.line(f"return {', '.join(feat_names)}")
         # forward_head

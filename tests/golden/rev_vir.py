@@ -339,23 +339,12 @@ class ReversibleSegment(nn.Module):
 
     def forward(self, *streams: torch.Tensor, reversible: bool = True, checkpoint: bool = False,
                 **options: Any) -> tuple[torch.Tensor, ...]:
-        state = dict(zip(self.inputs, streams, strict=True))
         if reversible and torch.is_grad_enabled() and (
             any(s.requires_grad for s in streams) or any(
                 p.requires_grad for p in self.parameters())
         ):
-            carriers = {k: _carrier(v) for k, v in state.items()}
-            for block in self.blocks:
-                n = len(block.INPUTS)
-                params = [p for p in block.parameters() if p.requires_grad]
-                outs = _Block.apply(block, options, self.trace, n,
-                                    *[state[k] for k in block.INPUTS],
-                                    *[carriers[k] for k in block.INPUTS], *params)
-                m = len(block.OUTPUTS)
-                state = dict(zip(block.OUTPUTS, outs[:m], strict=True))
-                carriers = dict(zip(block.OUTPUTS, outs[m:], strict=True))
-            return _Seed.apply(len(self.outputs), *[state[k] for k in self.outputs],
-                               *[carriers[k] for k in self.outputs])
+            return self._reversible(streams, options)
+        state = dict(zip(self.inputs, streams, strict=True))
         for block in self.blocks:
             args = [state[n] for n in block.INPUTS]
             if checkpoint and torch.is_grad_enabled():
@@ -366,6 +355,26 @@ class ReversibleSegment(nn.Module):
                 outs = block(*args, **options)
             state = dict(zip(block.OUTPUTS, _atoms(outs), strict=True))
         return tuple(state[n] for n in self.outputs)
+
+    @torch.compiler.disable
+    def _reversible(self, streams: tuple[torch.Tensor, ...], options: dict[str, Any]
+                    ) -> tuple[torch.Tensor, ...]:
+        # The one place torch.compile stops: a custom Function whose backward rebuilds inputs
+        # (with the forward's RNG state) cannot be traced, so under torch.compile a reversible
+        # segment is a graph break and runs eagerly; what comes before and after is compiled.
+        state = dict(zip(self.inputs, streams, strict=True))
+        carriers = {k: _carrier(v) for k, v in state.items()}
+        for block in self.blocks:
+            n = len(block.INPUTS)
+            params = [p for p in block.parameters() if p.requires_grad]
+            outs = _Block.apply(block, options, self.trace, n,
+                                *[state[k] for k in block.INPUTS],
+                                *[carriers[k] for k in block.INPUTS], *params)
+            m = len(block.OUTPUTS)
+            state = dict(zip(block.OUTPUTS, outs[:m], strict=True))
+            carriers = dict(zip(block.OUTPUTS, outs[m:], strict=True))
+        return _Seed.apply(len(self.outputs), *[state[k] for k in self.outputs],
+                           *[carriers[k] for k in self.outputs])
 
 
 class DropPath(nn.Module):
@@ -398,6 +407,16 @@ def init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def check_input(name: str, x: torch.Tensor, shape: tuple[int | None, ...]) -> None:
+    """Refuse an input whose shape differs from the spec's (None: any size), before broadcasting
+    could hide the mismatch (a 16-pixel image against a 224-pixel position table, say)."""
+    if x.dim() != len(shape) or any(
+        want is not None and got != want for got, want in zip(x.shape, shape)
+    ):
+        spec = ", ".join("*" if d is None else str(d) for d in shape)
+        raise ValueError(f"{name} must have shape [{spec}], got {list(x.shape)}")
 
 
 def check_option(name: str, value: Any, choices: tuple[Any, ...]) -> None:
@@ -667,6 +686,7 @@ class RevViR(nn.Module):
 
     def forward_features(self, img, mode: str = 'parallel'):
         """Everything before the head."""
+        check_input('img', img, (None, 3, 224, 224))
         x = self.patch_embed(img)
         x = self.pos_embed(x)
         x = self.cls_token(x)

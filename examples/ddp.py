@@ -1,0 +1,140 @@
+"""Train a revdsl-generated reversible model with DistributedDataParallel (or FSDP2), and
+check it.
+
+Two processes (gloo backend, CPU) each take half of every batch; DDP averages their gradients.
+The result must equal one process training on the whole batch: same gradients, same weights after
+every step. Run it as a check (what the test suite does):
+
+    python examples/ddp.py --spec specs/rev_vit.rev --set depth=4 --set dim=32 --set heads=2 \
+        --set image=32 --set patch=8
+
+The recipe for your own training script is `train_ddp` below: build the model the same way on
+every rank, wrap it in DDP, and train as usual; nothing about the reversible backward needs a
+special flag (each block's parameter gradients reach DDP's hooks once, as the block's backward
+finishes). On GPUs use the nccl backend and one process per device (torchrun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import revdsl
+from revdsl.cli import parse_sets
+from revdsl.testing import grad_floor
+
+WORLD = 2
+
+
+def build(spec: str, sets: dict[str, Any], reversible: bool) -> torch.nn.Module:
+    module = revdsl.load(spec, **sets)
+    torch.manual_seed(0)  # every rank builds the same weights (DDP also broadcasts rank 0's)
+    model = module.create_model(num_classes=10).double()
+    model.reversible = reversible
+    # dropout and drop-path draw their masks per process, so a 2-process run cannot match one
+    # process mask for mask: the check turns them off (training with them is fine)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        elif hasattr(m, "draws_random"):
+            m.rate = 0.0
+    return model
+
+
+def batches(steps: int, batch: int, image: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(batch, 3, image, image, generator=g, dtype=torch.float64),
+             torch.randint(0, 10, (batch,), generator=g)) for _ in range(steps)]
+
+
+def train(model: torch.nn.Module, data: list[tuple[torch.Tensor, torch.Tensor]]
+          ) -> list[dict[str, torch.Tensor]]:
+    """SGD with momentum; returns each step's gradients."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    grads = []
+    model.train()
+    for x, y in data:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        inner = model.module if isinstance(model, DDP) else model
+        grads.append({n: p.grad.detach().clone() for n, p in inner.named_parameters()
+                      if p.grad is not None})
+        opt.step()
+    return grads
+
+
+def train_ddp(rank: int, args: argparse.Namespace, sets: dict[str, Any], out: str) -> None:
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    dist.init_process_group("gloo", init_method=f"file://{out}.rendezvous", rank=rank,
+                            world_size=WORLD)
+    try:
+        model = build(args.spec, sets, args.reversible)
+        if args.fsdp:
+            from torch.distributed.fsdp import fully_shard
+
+            fully_shard(model)  # FSDP2, the whole model as one unit (see the README)
+        else:
+            model = DDP(model)
+        half = args.batch // WORLD
+        data = [(x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half])
+                for x, y in batches(args.steps, args.batch, args.image)]
+        grads = train(model, data)
+        inner = model.module if isinstance(model, DDP) else model
+        state = {n: v.full_tensor() if hasattr(v, "full_tensor") else v
+                 for n, v in inner.state_dict().items()}
+        grads = [{n: g.full_tensor() if hasattr(g, "full_tensor") else g for n, g in gs.items()}
+                 for gs in grads]
+        if rank == 0:
+            torch.save({"state": state, "grads": grads}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def rel(a: torch.Tensor, b: torch.Tensor, floor: float = 0.0) -> float:
+    """max |a - b| / max |b|; below `floor` (a gradient that is zero in exact arithmetic, such
+    as a key norm's bias that softmax cancels) the error is measured against the floor."""
+    return (a - b).abs().max().item() / max(b.abs().max().item(), floor, 1e-300)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--spec", default="specs/rev_vit.rev")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE")
+    p.add_argument("--image", type=int, default=32)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--baseline", dest="reversible", action="store_false",
+                   help="train the baseline (plain autograd) instead")
+    p.add_argument("--fsdp", action="store_true",
+                   help="shard with FSDP2 (fully_shard on the whole model) instead of DDP")
+    args = p.parse_args(argv)
+    sets = parse_sets(args.set)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "ddp.pt")
+        mp.spawn(train_ddp, args=(args, sets, out), nprocs=WORLD, join=True)
+        ddp = torch.load(out)
+    single = build(args.spec, sets, args.reversible)
+    grads = train(single, batches(args.steps, args.batch, args.image))
+    g_err = max(rel(ddp["grads"][k][n], g[n], grad_floor(g)) for k, g in enumerate(grads)
+                for n in g)
+    state = {n: v for n, v in single.state_dict().items() if v.is_floating_point()}
+    w_floor = 1e-6 * max(v.abs().max().item() for v in state.values())
+    w_err = max(rel(ddp["state"][n], v, w_floor) for n, v in state.items())
+    mode = "reversible" if args.reversible else "baseline"
+    how = "FSDP2" if args.fsdp else "DDP"
+    print(f"{how} ({WORLD} processes, gloo) vs one process, {mode}, {args.steps} steps: "
+          f"gradients {g_err:.2e}, weights {w_err:.2e} (relative, float64)")
+    return 0 if max(g_err, w_err) < 1e-10 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
