@@ -185,3 +185,14 @@ def test_load_and_compile_spec_in_process() -> None:
         revdsl.load(str(SPECS / "rev_vit.rev"), deep=3)
     with pytest.raises(RevdslError, match="no such spec file"):
         revdsl.load("specs/nope.rev")
+
+
+def test_digits_example_runs(tmp_path: Path) -> None:
+    plot = tmp_path / "loss.png"
+    proc = subprocess.run([sys.executable, "examples/train_digits.py", "--epochs", "2",
+                           "--plot", str(plot)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    first = float(proc.stdout.split("first epoch ")[1].split()[0])
+    assert first < 1e-5, proc.stdout  # the same training, up to float32 rounding
+    assert plot.read_bytes()[:4] == b"\x89PNG"
