@@ -105,6 +105,30 @@ def step_time(model: Any, inputs: list[Any], steps: int = 5, warmup: int = 2,
     return statistics.median(times)
 
 
+_ISOLATED = """
+import json, sys
+from dataclasses import asdict
+from revdsl.bench import run
+from revdsl.cli import parse_sets
+kwargs = json.loads(sys.argv[1])
+kwargs["overrides"] = parse_sets(kwargs.pop("sets"))
+print(json.dumps([asdict(r) for r in run(**kwargs)]))
+"""
+
+
+def run_isolated(spec: str, sets: list[str] | None = None, **kwargs: Any) -> list[Result]:
+    """`run` in a fresh Python process: no allocator state, caches or threads left over from
+    earlier measurements (a long benchmark process grows and slows down the later ones).
+    `sets` are `--set` strings (NAME=VALUE)."""
+    payload = json.dumps({"spec": spec, "sets": list(sets or []), "progress": False,
+                          **kwargs})
+    proc = subprocess.run([sys.executable, "-c", _ISOLATED, payload], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess failed:\n{proc.stderr[-4000:]}")
+    return [Result(**r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
+
+
 def run(spec: str, overrides: dict[str, Any] | None = None, batch: int = 8,
         modes: tuple[str, ...] = MODES, steps: int = 5, warmup: int = 2, device: str = "cpu",
         sizes: dict[str, int] | None = None, rss: bool = False, timing: bool = True,
@@ -141,10 +165,16 @@ def run(spec: str, overrides: dict[str, Any] | None = None, batch: int = 8,
     return out
 
 
+# VmHWM (the peak RSS of this process image) rather than getrusage's ru_maxrss, which Linux
+# carries over from the parent across fork and exec
 _RSS_SCRIPT = """
-import json, resource, sys, torch
+import json, sys, torch
 from revdsl.bench import load, inputs_for, set_mode
 from revdsl.measure import _loss
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
 spec, overrides, mode, batch, sizes = json.loads(sys.argv[1])
 module, program = load(spec, overrides)
 torch.manual_seed(0)
@@ -152,10 +182,10 @@ model = module.create_model()
 model.train()
 set_mode(model, mode)
 xs = inputs_for(program, batch, "cpu", sizes)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = hwm()
 _loss(model(*xs)).backward()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"before": before * 1024, "after": after * 1024}))
+after = hwm()
+print(json.dumps({"before": before, "after": after}))
 """
 
 

@@ -1,0 +1,357 @@
+"""The benchmark suite: memory and speed of the reversible models against their baselines.
+
+    python benchmarks/run.py                  # everything (about 50 minutes on 2 CPU cores)
+    python benchmarks/run.py --only vit_depth families
+    python benchmarks/run.py --quick          # tiny configurations: checks the suite runs
+    python benchmarks/run.py --report         # only rewrite BENCHMARKS.md and the plots
+
+Every suite measures the same generated model in three modes, side by side, on the same batch
+(`revdsl.bench`): `reversible` (the generated reversible backward), `baseline` (plain autograd,
+`reversible=False`) and `checkpoint` (plain autograd with torch.utils.checkpoint around every
+block). Figures: the median training-step time after warm-up, the bytes saved for the backward
+(saved-tensor hooks), the peak allocated memory of a step minus the parameter gradients (CPU: the
+profiler's allocator events; GPU: torch.cuda.max_memory_allocated), and, in some suites, a fresh
+process's peak RSS as a sanity check. Results go to benchmarks/results/*.json; then
+benchmarks/report.py writes BENCHMARKS.md and benchmarks/plots/*.png from them.
+
+Suites: vit_depth (RevViT-S, depth 4 -> 48), vit_width (RevViT-S/B/L), vit_batch (batch 1 -> 32),
+largest_batch (the largest batch within a memory budget), mvit_depth, vir_depth, families (every
+spec at its default size; RevBiFPN S0-S3), backward (engine optimisations on and off), compile
+(eager vs torch.compile), stats (revdsl stats' prediction against the measured bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import SPECS, save  # noqa: E402
+
+VIT = str(SPECS / "rev_vit.rev")
+MVIT = str(SPECS / "rev_mvit.rev")
+VIR = str(SPECS / "rev_vir.rev")
+SUPERVIT = str(SPECS / "rev_supervit.rev")
+BIFPN = str(SPECS / "rev_bifpn.rev")
+
+WIDTHS = {  # RevViT sizes (the paper's ViT-S/B/L)
+    "S": dict(dim=384, heads=6, depth=12),
+    "B": dict(dim=768, heads=12, depth=12),
+    "L": dict(dim=1024, heads=16, depth=24),
+}
+BIFPN_SIZES = {  # the spec's header: width, image, num_ext, stochastic depth
+    "S0": dict(),
+    "S1": dict(width="4/3", image=256),
+    "S2": dict(width=2, image=256),
+    "S3": dict(width="8/3", image=288, num_ext=3, stochastic_depth=0.05),
+}
+
+
+class Suite:
+    """Options shared by the suites: quick configurations, device, timing repeats."""
+
+    def __init__(self, quick: bool, device: str, steps: int, warmup: int) -> None:
+        self.quick, self.device, self.steps, self.warmup = quick, device, steps, warmup
+
+    def vit(self, **kw: Any) -> dict[str, Any]:
+        if self.quick:
+            kw = {**kw, "dim": min(int(kw.get("dim", 384)), 64), "heads": 2, "image": 32,
+                  "patch": 8}
+        return kw
+
+    def measure(self, spec: str, overrides: dict[str, Any], batch: int, label: str,
+                modes: tuple[str, ...] = ("reversible", "baseline", "checkpoint"),
+                rss: bool = False, timing: bool = True, steps: int | None = None,
+                options: dict[str, Any] | None = None, sizes: dict[str, int] | None = None
+                ) -> list[dict[str, Any]]:
+        from revdsl.bench import run_isolated
+
+        results = run_isolated(spec, _set_strings(overrides), batch=batch, modes=list(modes),
+                               steps=steps or self.steps, warmup=self.warmup,
+                               device=self.device, rss=rss and not self.quick, timing=timing,
+                               options=options, sizes=sizes)
+        base = next((r for r in results if r.mode == "baseline"), None)
+        rows = []
+        for r in results:
+            row = {"label": label, "spec": Path(spec).name, "overrides": overrides,
+                   "options": options or {}, "mode": r.mode, "batch": r.batch,
+                   "step_time": r.step_time, "saved_per_sample": r.saved / r.batch,
+                   "peak_per_sample": r.peak / r.batch, "saved": r.saved, "peak": r.peak,
+                   "rss": r.rss}
+            if base is not None and timing:
+                row["time_vs_baseline"] = r.step_time / base.step_time
+            if base is not None:
+                row["peak_vs_baseline"] = base.peak / r.peak if r.peak else None
+                row["saved_vs_baseline"] = base.saved / r.saved if r.saved else None
+            rows.append(row)
+            print(f"  {label:>22s} {r.mode:10s} batch {r.batch:3d}  step {r.step_time:7.3f} s  "
+                  f"saved {r.saved / r.batch / 2**20:8.2f} MiB/sample  peak "
+                  f"{r.peak / r.batch / 2**20:8.2f} MiB/sample"
+                  + (f"  RSS {r.rss / 2**20:7.0f} MiB" if r.rss else ""), flush=True)
+        return rows
+
+    # ---- suites ---------------------------------------------------------------------------
+
+    def vit_depth(self) -> dict[str, Any]:
+        depths = [2, 4] if self.quick else [4, 8, 12, 16, 24, 32, 48]
+        batch = 2 if self.quick else 8
+        rows = []
+        for d in depths:
+            rows += self.measure(VIT, self.vit(**{**WIDTHS["S"], "depth": d}), batch, f"depth {d}")
+        return {"spec": "rev_vit.rev", "width": "S", "batch": batch, "rows": rows}
+
+    def vit_width(self) -> dict[str, Any]:
+        batch = 2 if self.quick else 4
+        rows = []
+        for name, kw in WIDTHS.items():
+            if self.quick and name == "L":
+                continue
+            rows += self.measure(VIT, self.vit(**kw), batch, f"RevViT-{name}", rss=True)
+        return {"spec": "rev_vit.rev", "batch": batch, "rows": rows}
+
+    def vit_batch(self) -> dict[str, Any]:
+        batches = [1, 2] if self.quick else [1, 2, 4, 8, 16, 32]
+        rows = []
+        for b in batches:
+            rows += self.measure(VIT, self.vit(**WIDTHS["S"]), b, f"batch {b}", steps=2)
+        return {"spec": "rev_vit.rev", "width": "S", "rows": rows}
+
+    def largest_batch(self) -> dict[str, Any]:
+        from revdsl.bench import largest_batch
+
+        budget_mib = 64 if self.quick else 512
+        rows = []
+        for mode in ("reversible", "checkpoint", "baseline"):
+            t = time.perf_counter()
+            n = largest_batch(VIT, _sets(self.vit(**WIDTHS["S"])), mode, budget_mib * 2**20,
+                              device=self.device, limit=64 if self.quick else 1024)
+            rows.append({"mode": mode, "largest_batch": n,
+                         "seconds": time.perf_counter() - t})
+            print(f"  largest batch within {budget_mib} MiB ({mode}): {n}", flush=True)
+        return {"spec": "rev_vit.rev", "width": "S", "budget_mib": budget_mib, "rows": rows}
+
+    def mvit_depth(self) -> dict[str, Any]:
+        depths = [5, 6] if self.quick else [10, 16, 24, 32]
+        batch = 2 if self.quick else 4
+        rows = []
+        for d in depths:
+            kw: dict[str, Any] = {"depth": d, "transitions": [1, 3, d - 2]}
+            if self.quick:
+                kw.update(image=32, dim=8, kv_stride=2, transitions=[1, 3])
+            rows += self.measure(MVIT, kw, batch, f"depth {d}")
+        return {"spec": "rev_mvit.rev", "batch": batch, "rows": rows}
+
+    def vir_depth(self) -> dict[str, Any]:
+        depths = [2, 4] if self.quick else [6, 12, 24, 48]
+        batch = 2 if self.quick else 8
+        rows = []
+        for d in depths:
+            rows += self.measure(VIR, self.vit(dim=384, heads=6, depth=d), batch, f"depth {d}")
+        return {"spec": "rev_vir.rev", "batch": batch, "rows": rows}
+
+    def families(self) -> dict[str, Any]:
+        rows = []
+        if self.quick:
+            rows += self.measure(MVIT, dict(image=32, dim=8, kv_stride=2, transitions=[1, 3],
+                                            depth=5), 2, "Rev-MViT (tiny)")
+            rows += self.measure(BIFPN, dict(image=64, num_ext=0, reps=1), 2, "RevBiFPN (tiny)")
+            return {"rows": rows}
+        rows += self.measure(VIT, {}, 8, "RevViT-S")
+        rows += self.measure(MVIT, {}, 4, "Rev-MViT-B", rss=True)
+        rows += self.measure(VIR, {}, 8, "RevViR-S (parallel)")
+        rows += self.measure(VIR, {}, 8, "RevViR-S (chunkwise)", options={"mode": "chunkwise"})
+        rows += self.measure(SUPERVIT, {}, 8, "RevSuperViT 224 r=1")
+        rows += self.measure(SUPERVIT, {}, 8, "RevSuperViT 224 r=0.7",
+                             options={"keep_rate": 0.7})
+        rows += self.measure(SUPERVIT, {}, 8, "RevSuperViT 160 r=0.7", sizes={"S": 160},
+                             options={"keep_rate": 0.7})
+        for name, kw in BIFPN_SIZES.items():
+            rows += self.measure(BIFPN, kw, 4, f"RevBiFPN-{name}")
+        return {"rows": rows}
+
+    def backward(self) -> dict[str, Any]:
+        """The engine's additive-coupling shortcut on and off: for x += f(...) the backward
+        needs no graph through the update itself (dx = dy), so it skips re-running the update
+        under autograd; off, every step takes the generic path (the update re-run under
+        autograd to get dx)."""
+        import revdsl.runtime.engine  # noqa: F401 (the shortcut lives in the generated copy)
+
+        kw = self.vit(**WIDTHS["S"])
+        batch = 2 if self.quick else 8
+        rows = []
+        for shortcut in (False, True):
+            rows += self._with_shortcut(shortcut, kw, batch)
+        return {"spec": "rev_vit.rev", "batch": batch, "rows": rows}
+
+    def _with_shortcut(self, shortcut: bool, kw: dict[str, Any], batch: int
+                       ) -> list[dict[str, Any]]:
+        from revdsl.bench import inputs_for, load, step_time
+        from revdsl.measure import peak_bytes
+
+        module, program = load(VIT, _sets(kw))
+        torch.manual_seed(0)
+        model = module.create_model().to(self.device)
+        model.train()
+        if not shortcut:
+            for block in model.body.blocks:
+                block.STEPS = tuple(s._replace(delta=None) if hasattr(s, "delta") else s
+                                    for s in block.STEPS)
+        xs = inputs_for(program, batch, self.device)
+        t = step_time(model, xs, self.steps, self.warmup)
+        peak, _ = peak_bytes(model, *xs)
+        label = "additive shortcut " + ("on" if shortcut else "off")
+        print(f"  {label:>22s} reversible batch {batch}  step {t:7.3f} s  peak "
+              f"{peak / batch / 2**20:8.2f} MiB/sample", flush=True)
+        return [{"label": label, "mode": "reversible", "batch": batch, "step_time": t,
+                 "peak_per_sample": peak / batch}]
+
+    def compile(self) -> dict[str, Any]:
+        """Eager vs torch.compile (inductor) training-step time. The reversible segments are
+        graph breaks (they run eagerly), so the compiled reversible model gains only outside
+        them; the baseline is compiled whole (compiling it takes minutes on 2 cores: RevViT
+        only)."""
+        rows = []
+        cases = [(VIT, self.vit(**WIDTHS["S"]), 8, "RevViT-S", ("reversible", "baseline"))]
+        if not self.quick:
+            cases += [(MVIT, {}, 4, "Rev-MViT-B", ("reversible",)),
+                      (VIR, {}, 8, "RevViR-S", ("reversible",)),
+                      (SUPERVIT, {}, 8, "RevSuperViT", ("reversible",)),
+                      (BIFPN, {}, 4, "RevBiFPN-S0", ("reversible",))]
+        for spec, kw, batch, label, modes in cases:
+            batch = 2 if self.quick else batch
+            for mode in modes:
+                rows.append(self._compiled(spec, kw, batch, label, mode))
+        return {"rows": rows}
+
+    def _compiled(self, spec: str, kw: dict[str, Any], batch: int, label: str,
+                  mode: str) -> dict[str, Any]:
+        from revdsl.bench import inputs_for, load, set_mode, step_time
+
+        module, program = load(spec, _sets(kw))
+        from revdsl.bench import resolved_sizes
+
+        sizes = resolved_sizes(program, None)
+        torch.manual_seed(0)
+        model = module.create_model().to(self.device)
+        model.train()
+        set_mode(model, mode)
+        xs = inputs_for(program, batch, self.device, sizes)
+        eager = step_time(model, xs, self.steps, self.warmup)
+        torch._dynamo.reset()
+        compiled = torch.compile(model)
+        t = time.perf_counter()
+        step_time(compiled, xs, 1, 0)  # compiles
+        compile_s = time.perf_counter() - t
+        fast = step_time(compiled, xs, self.steps, self.warmup)
+        print(f"  {label:>22s} {mode:10s} batch {batch}  eager {eager:7.3f} s  compiled "
+              f"{fast:7.3f} s  (compile {compile_s:5.1f} s)", flush=True)
+        return {"label": label, "mode": mode, "batch": batch, "eager": eager,
+                "compiled": fast, "compile_seconds": compile_s}
+
+    def stats(self) -> dict[str, Any]:
+        """revdsl stats' predicted bytes per sample (from shapes alone) against the bytes the
+        generated model saves for the backward (saved-tensor hooks), on small configurations."""
+        from revdsl import sizes as sizes_mod
+        from revdsl.measure import saved_bytes
+        from revdsl.pipeline import compile_text
+        from revdsl.stats import stats
+        from tests.test_tools import SMALL
+
+        rows = []
+        for spec, kw in sorted(SMALL.items()):
+            text = (SPECS / spec).read_text()
+            compiled = compile_text(text, spec, kw)
+            sizes = sizes_mod.first(sizes_mod.resolve(compiled.program))
+            predicted = stats(compiled.report, sizes)
+            from revdsl.loader import load_source
+
+            model = load_source(compiled.source).create_model()
+            model.train()
+            size = sizes.get("S") or kw["image"]
+            x = torch.randn(2, 3, size, size)
+            for reversible, want in ((True, predicted.stored), (False, predicted.baseline)):
+                model.reversible = reversible
+                got = saved_bytes(model, x) / 2
+                rows.append({"spec": spec, "overrides": kw,
+                             "mode": "reversible" if reversible else "baseline",
+                             "predicted": want, "measured": got, "ratio": want / got})
+                print(f"  {spec:>18s} {'reversible' if reversible else 'baseline':10s} "
+                      f"predicted {want / 2**10:9.1f} KiB  measured {got / 2**10:9.1f} KiB  "
+                      f"({100 * (want / got - 1):+.1f}%)", flush=True)
+        return {"rows": rows}
+
+
+def _set_strings(kw: dict[str, Any]) -> list[str]:
+    return [f"{k}={_text(v)}" for k, v in kw.items()]
+
+
+def _sets(kw: dict[str, Any]) -> dict[str, Any]:
+    """Overrides as `--set` would read them (fractions such as width=4/3 stay exact)."""
+    from revdsl.cli import parse_sets
+
+    return parse_sets(_set_strings(kw))
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(map(str, v)) + "]"
+    return str(v)
+
+
+ALL = ("stats", "vit_depth", "vit_width", "vit_batch", "largest_batch", "mvit_depth",
+       "vir_depth", "families", "backward", "compile")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=ALL, help="run only these suites")
+    p.add_argument("--quick", action="store_true", help="tiny configurations (a smoke run)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--results", help="write results here instead of benchmarks/results")
+    p.add_argument("--report", action="store_true",
+                   help="skip measuring: rewrite BENCHMARKS.md and the plots from results")
+    p.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.results:
+        import benchmarks.common as common
+
+        common.RESULTS = Path(args.results)
+    names = list(args.only or ALL)
+    if not args.report and len(names) > 1:
+        # one fresh process per suite (and inside the suites, per configuration)
+        import subprocess
+
+        base = [sys.executable, __file__, "--device", args.device, "--steps", str(args.steps),
+                "--warmup", str(args.warmup), "--no-report"]
+        base += ["--quick"] if args.quick else []
+        base += ["--results", args.results] if args.results else []
+        for name in names:
+            subprocess.run([*base, "--only", name], check=True)
+    elif not args.report:
+        suite = Suite(args.quick, args.device, args.steps, args.warmup)
+        suffix = "" if args.device == "cpu" else f"_{args.device}"
+        suffix += "_quick" if args.quick else ""
+        for name in names:
+            print(f"== {name}", flush=True)
+            t = time.perf_counter()
+            data = getattr(suite, name)()
+            data["seconds"] = time.perf_counter() - t
+            data["command"] = "python benchmarks/run.py" + (" --quick" if args.quick else "") \
+                + f" --only {name}"
+            print(f"   wrote {save(name + suffix, data)} ({data['seconds']:.0f} s)", flush=True)
+    if not args.quick and not args.results and not args.no_report:
+        from benchmarks.report import write
+
+        print(f"wrote {write()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
