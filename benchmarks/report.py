@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import PLOTS, ROOT, load  # noqa: E402
+from benchmarks.common import PLOTS, ROOT, load
 
 MIB = 2**20
 PAPER = {"RevViT-B": 7.6, "RevViT-L": 15.5, "Rev-MViT-B": 2.3}  # memory per image, baseline/rev
@@ -250,7 +250,7 @@ def _targets(res: dict[str, Any]) -> str:
     if w:
         ratios = {r["label"]: r["time_vs_baseline"] for r in w["rows"]
                   if r["mode"] == "reversible"}
-        rows.append([f"the same at RevViT-S/B/L width",
+        rows.append(["the same at RevViT-S/B/L width",
                      ", ".join(f"{k[-1]} {v:.2f}" for k, v in ratios.items()),
                      "met" if max(ratios.values()) <= CPU_TIME_TARGET else "missed"])
     fam = res["families"]

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import SPECS, save  # noqa: E402
+from benchmarks.common import SPECS, save
 
 VIT = str(SPECS / "rev_vit.rev")
 MVIT = str(SPECS / "rev_mvit.rev")
