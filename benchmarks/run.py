@@ -71,10 +71,13 @@ class Suite:
                 ) -> list[dict[str, Any]]:
         from revdsl.bench import run_isolated
 
-        results = run_isolated(spec, _set_strings(overrides), batch=batch, modes=list(modes),
-                               steps=steps or self.steps, warmup=self.warmup,
-                               device=self.device, rss=rss and not self.quick, timing=timing,
-                               options=options, sizes=sizes)
+        # one fresh process per mode: on CPU a step's time depends on the allocator's state
+        # (a mode that frees gigabytes makes the next one fault its pages in again), so each
+        # mode runs its steps back to back, as in training, in a process of its own
+        results = [r for mode in modes for r in run_isolated(
+            spec, _set_strings(overrides), batch=batch, modes=[mode],
+            steps=steps or self.steps, warmup=self.warmup, device=self.device,
+            rss=rss and not self.quick, timing=timing, options=options, sizes=sizes)]
         base = next((r for r in results if r.mode == "baseline"), None)
         rows = []
         for r in results:
@@ -118,7 +121,7 @@ class Suite:
         batches = [1, 2] if self.quick else [1, 2, 4, 8, 16, 32]
         rows = []
         for b in batches:
-            rows += self.measure(VIT, self.vit(**WIDTHS["S"]), b, f"batch {b}", steps=2)
+            rows += self.measure(VIT, self.vit(**WIDTHS["S"]), b, f"batch {b}")
         return {"spec": "rev_vit.rev", "width": "S", "rows": rows}
 
     def largest_batch(self) -> dict[str, Any]:
@@ -313,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny configurations (a smoke run)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--results", help="write results here instead of benchmarks/results")
     p.add_argument("--report", action="store_true",
                    help="skip measuring: rewrite BENCHMARKS.md and the plots from results")
