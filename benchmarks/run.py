@@ -55,8 +55,10 @@ BIFPN_SIZES = {  # the spec's header: width, image, num_ext, stochastic depth
 class Suite:
     """Options shared by the suites: quick configurations, device, timing repeats."""
 
-    def __init__(self, quick: bool, device: str, steps: int, warmup: int) -> None:
+    def __init__(self, quick: bool, device: str, steps: int, warmup: int, repeats: int = 1
+                 ) -> None:
         self.quick, self.device, self.steps, self.warmup = quick, device, steps, warmup
+        self.repeats = repeats
 
     def vit(self, **kw: Any) -> dict[str, Any]:
         if self.quick:
@@ -74,10 +76,22 @@ class Suite:
         # one fresh process per mode: on CPU a step's time depends on the allocator's state
         # (a mode that frees gigabytes makes the next one fault its pages in again), so each
         # mode runs its steps back to back, as in training, in a process of its own
-        results = [r for mode in modes for r in run_isolated(
-            spec, _set_strings(overrides), batch=batch, modes=[mode],
-            steps=steps or self.steps, warmup=self.warmup, device=self.device,
-            rss=rss and not self.quick, timing=timing, options=options, sizes=sizes)]
+        # With `repeats` > 1 every mode is measured that many times (in alternating order) and
+        # the fastest median kept: the machine's noise only ever slows a run down.
+        runs: dict[str, list[Any]] = {m: [] for m in modes}
+        for rep in range(self.repeats):
+            for mode in (modes if rep % 2 == 0 else modes[::-1]):
+                runs[mode] += run_isolated(
+                    spec, _set_strings(overrides), batch=batch, modes=[mode],
+                    steps=steps or self.steps, warmup=self.warmup, device=self.device,
+                    rss=rss and not self.quick and rep == 0, timing=timing, options=options,
+                    sizes=sizes)
+        results = []
+        for mode in modes:
+            first = runs[mode][0]
+            first.step_time = min(r.step_time for r in runs[mode])
+            first.all_times = [r.step_time for r in runs[mode]]  # type: ignore[attr-defined]
+            results.append(first)
         base = next((r for r in results if r.mode == "baseline"), None)
         rows = []
         for r in results:
@@ -85,7 +99,7 @@ class Suite:
                    "options": options or {}, "mode": r.mode, "batch": r.batch,
                    "step_time": r.step_time, "saved_per_sample": r.saved / r.batch,
                    "peak_per_sample": r.peak / r.batch, "saved": r.saved, "peak": r.peak,
-                   "rss": r.rss}
+                   "rss": r.rss, "step_times": getattr(r, "all_times", [r.step_time])}
             if base is not None and timing:
                 row["time_vs_baseline"] = r.step_time / base.step_time
             if base is not None:
@@ -320,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", help="write results here instead of benchmarks/results")
     p.add_argument("--report", action="store_true",
                    help="skip measuring: rewrite BENCHMARKS.md and the plots from results")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="measure every mode this many times (fresh processes, alternating "
+                   "order) and keep the fastest median step time")
     p.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.results:
@@ -332,13 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         import subprocess
 
         base = [sys.executable, __file__, "--device", args.device, "--steps", str(args.steps),
-                "--warmup", str(args.warmup), "--no-report"]
+                "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--no-report"]
         base += ["--quick"] if args.quick else []
         base += ["--results", args.results] if args.results else []
         for name in names:
             subprocess.run([*base, "--only", name], check=True)
     elif not args.report:
-        suite = Suite(args.quick, args.device, args.steps, args.warmup)
+        suite = Suite(args.quick, args.device, args.steps, args.warmup, args.repeats)
         suffix = "" if args.device == "cpu" else f"_{args.device}"
         suffix += "_quick" if args.quick else ""
         for name in names:
@@ -347,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             data = getattr(suite, name)()
             data["seconds"] = time.perf_counter() - t
             data["command"] = "python benchmarks/run.py" + (" --quick" if args.quick else "") \
-                + f" --only {name}"
+                + (f" --repeats {args.repeats}" if args.repeats > 1 else "") + f" --only {name}"
             print(f"   wrote {save(name + suffix, data)} ({data['seconds']:.0f} s)", flush=True)
     if not args.quick and not args.results and not args.no_report:
         from benchmarks.report import write
