@@ -336,7 +336,12 @@ backward (saved-tensor hooks, each storage once, parameters excluded). *Peak* is
 the allocator during a whole training step (the profiler's raw allocation events, in time order)
 minus the parameter gradients, which are allocated before measuring: activations plus working
 memory, recompute included. On CPU there is no `max_memory_allocated`; see
-`revdsl/measure.py` for why these two figures are the honest ones."""
+`revdsl/measure.py` for why these two figures are the honest ones.
+
+**How noisy the times are.** On this shared 2-core VM the same configuration's step time varies
+by 10-15% from run to run (RevViT-S, depth 12, batch 8 appears in four suites below, measured
+at different times); memory figures are exact and repeat to the byte. Read time differences
+smaller than that as noise; suites run with `--repeats 2` keep the faster of two runs per mode."""
 
 TARGET_NOTE = """The paper ratios are the RevViT paper's memory per image (ViT-B 7.6x, ViT-L 15.5x,
 MViT-B 2.3x), measured there on GPU at its training batch; here the ratio is of the peak memory
@@ -358,7 +363,9 @@ shortcut every step takes the generic path used for affine couplings (the update
 autograd to get dx). Other choices already in the engine: each step's functions are recomputed
 exactly once (the same values serve the reconstruction and the gradient), rebuilt tensors and
 intermediate graphs are freed as soon as the step is done, and parameter gradients leave each
-block as its backward finishes (so DDP can overlap their reduction)."""
+block as its backward finishes (so DDP can overlap their reduction). The shortcut's measurable
+gain is memory (one graph fewer per step); its time gain (one elementwise op per step) is below
+this machine's noise."""
 
 COMPILE_NOTE = """Under `torch.compile` a reversible segment is one graph break (a custom autograd
 Function whose backward rebuilds inputs with the forward's RNG state cannot be traced: it runs
