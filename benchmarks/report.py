@@ -56,7 +56,7 @@ def _modes_table(rows: list[dict[str, Any]], first: str = "config",
                 continue
             timed = r["step_time"] == r["step_time"]  # NaN: a memory-only measurement
             line = [label, mode, r["batch"], f"{r['step_time']:.3f}" if timed else "-",
-                    f"{r.get('time_vs_baseline', float('nan')):.2f}",
+                    f"{r['time_vs_baseline']:.2f}" if timed and "time_vs_baseline" in r else "-",
                     _mib(r["saved_per_sample"]), _mib(r["peak_per_sample"]),
                     f"{r['peak_vs_baseline']:.1f}x" if r.get("peak_vs_baseline") else "-"]
             if rss:
