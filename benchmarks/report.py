@@ -107,8 +107,9 @@ def _plot_depth(data: dict[str, dict[str, Any]]) -> list[str]:
 
 def write() -> Path:
     res = {name: load(name) for name in (
-        "stats", "vit_depth", "vit_width", "paper_memory", "vit_batch", "largest_batch",
-        "mvit_depth", "vir_depth", "families", "backward", "compile", "amp_cpu", "vir_forms")}
+        "sizes", "stats", "examples", "vit_depth", "vit_width", "paper_memory", "vit_batch",
+        "largest_batch", "mvit_depth", "vir_depth", "families", "backward", "compile",
+        "amp_cpu", "vir_forms")}
     machine = next((r["machine"] for r in res.values() if r), {})
     parts: list[str] = [HEADER.format(
         cpu=machine.get("cpu", "?"), cores=machine.get("cores", "?"),
@@ -192,6 +193,19 @@ def write() -> Path:
                      + _table(["depth", "dtype", "rebuilt inputs (rel.)",
                                "grads: rev vs plain", "grads: plain bf16 vs fp32",
                                "final loss rev", "final loss plain", "largest loss gap"], rows))
+    if res["sizes"]:
+        d = res["sizes"]
+        rows = [[r["label"], f"{r['params']:,}", f"{r['ref_params']:,}",
+                 f"{100 * (r['params'] / r['ref_params'] - 1):+.2f}%", f"{r['macs'] / 1e9:.3f}",
+                 f"{r['ref_gmacs']}", r["note"] or "-"]
+                for r in d["rows"]]
+        parts.append("## Parameters and MACs against the references\n\n"
+                     f"`{d['command']}` (from shapes alone, as `revdsl stats` prints them; "
+                     "224 px unless the configuration says otherwise). References: the design "
+                     "notes' figures from the reference code, official figures or derived "
+                     "counts (rounded where the source rounds).\n\n"
+                     + _table(["model", "params", "reference", "diff", "GMACs",
+                               "reference GMACs", "note"], rows))
     if res["stats"]:
         d = res["stats"]
         rows = [[r["spec"], r["mode"], f"{r['predicted'] / 1024:.1f}",
@@ -220,7 +234,7 @@ def write() -> Path:
                      f"{d['depth']}, batch 1, eval, no grad; cells are peak MiB / seconds per "
                      "image.\n\n" + _table(["image", "tokens", "parallel", "chunkwise",
                                             "recurrent"], rows))
-    parts.append(TAIL)
+    parts.append(_tail(res))
     path = ROOT / "BENCHMARKS.md"
     path.write_text("\n\n".join(p.strip("\n") for p in parts if p) + "\n")
     return path
@@ -381,19 +395,35 @@ The reversible backward's gradient error against plain autograd (both bf16) is n
 the error bf16 itself brings (plain bf16 against plain fp32); 30 AdamW steps on a learnable
 synthetic task give the same loss curve (neither diverges)."""
 
-TAIL = """## Also measured
-
-* **Training example** (`python examples/train_digits.py`, about 2 minutes): a 6-block RevViT
-  (303,306 parameters) on scikit-learn's digits, 60 epochs, reversible and baseline from the
-  same seed: both reach 97.2% test accuracy; their loss curves agree to 2.4e-7 over the first
-  epoch and stay within 4e-2 (epoch means) over the run, float32 rounding amplified by
-  training. The plot is `docs/digits_loss.png`.
-* **DDP** (`python examples/ddp.py`, 2 processes, gloo): gradients and weights after 3 steps
-  equal one process on the concatenated batch to 1.5e-15 (RevViT, float64), 1.4e-12 (Rev-MViT);
-  FSDP2 (`--fsdp`, `fully_shard` on the whole model) the same.
-* **GPU**: none was lent to this session, so there are no GPU figures; `python
-  benchmarks/run.py --device cuda` and `python benchmarks/amp.py` (float16 and bfloat16) run
-  the same suites there."""
+def _tail(res: dict[str, Any]) -> str:
+    items = []
+    d = res["examples"]
+    if d:
+        g = d["digits"]
+        acc = g["test_accuracy"]
+        items.append(
+            f"* **Training example** (`python examples/train_digits.py`, about "
+            f"{sum(g['seconds'].values()) / 60:.0f} minutes): a 6-block RevViT "
+            f"({g['params']:,} parameters) on scikit-learn's digits, {g['epochs']} epochs, "
+            "reversible and baseline from the same seed: test accuracy "
+            f"{100 * acc['reversible']:.2f}% and {100 * acc['baseline']:.2f}%; their losses agree "
+            f"to {g['first_epoch_gap']:.1e} over the first epoch and stay within "
+            f"{g['epoch_mean_gap']:.1e} (epoch means) over the run, float32 rounding amplified "
+            "by training. The plot is `docs/digits_loss.png`.")
+        rows = [[r["label"], r["mode"], r["how"], r["processes"], r["steps"],
+                 f"{r['grad_error']:.1e}", f"{r['weight_error']:.1e}"] for r in d["ddp"]]
+        items.append(
+            "* **DDP and FSDP2** (`python examples/ddp.py`, gloo, small configurations, float64): "
+            "gradients and weights after the steps against one process on the concatenated "
+            "batch (relative errors):\n\n"
+            + _table(["model", "mode", "wrapper", "processes", "steps", "gradients",
+                      "weights"], rows))
+    items.append(
+        "* **GPU**: none was lent to this session, so there are no GPU figures; `python "
+        "benchmarks/run.py --device cuda` and `python benchmarks/amp.py` (float16 and "
+        "bfloat16) run the same suites there.")
+    return (f"## Also measured\n\n`{d['command']}` for the examples.\n\n" if d
+            else "## Also measured\n\n") + "\n\n".join(items)
 
 
 if __name__ == "__main__":

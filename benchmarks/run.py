@@ -14,11 +14,12 @@ profiler's allocator events; GPU: torch.cuda.max_memory_allocated), and, in some
 process's peak RSS as a sanity check. Results go to benchmarks/results/*.json; then
 benchmarks/report.py writes BENCHMARKS.md and benchmarks/plots/*.png from them.
 
-Suites: vit_depth (RevViT-S, depth 4 -> 48), vit_width (RevViT-S/B/L), paper_memory (memory per
-image of RevViT-B/L and Rev-MViT-B at batch 16), vit_batch (batch 1 -> 32),
-largest_batch (the largest batch within a memory budget), mvit_depth, vir_depth, families (every
-spec at its default size; RevBiFPN S0-S3), backward (engine optimisations on and off), compile
-(eager vs torch.compile), stats (revdsl stats' prediction against the measured bytes).
+Suites: sizes (parameters and MACs against the references), vit_depth (RevViT-S, depth 4 ->
+48), vit_width (RevViT-S/B/L), paper_memory (memory per image of RevViT-B/L and Rev-MViT-B at
+batch 16), vit_batch (batch 1 -> 32), largest_batch (the largest batch within a memory budget),
+mvit_depth, vir_depth, families (every spec at its default size; RevBiFPN S0-S3), backward
+(engine optimisations on and off), compile (eager vs torch.compile), stats (revdsl stats'
+prediction against the measured bytes), examples (the DDP and digits examples' figures).
 """
 
 from __future__ import annotations
@@ -51,6 +52,34 @@ BIFPN_SIZES = {  # the spec's header: width, image, num_ext, stochastic depth
     "S2": dict(width=2, image=256),
     "S3": dict(width="8/3", image=288, num_ext=3, stochastic_depth=0.05),
 }
+
+HEAD = "reference + 384,768 for the two-stream head, LN(2C) and Linear(2C->1000)"
+# label, spec, overrides, options/sizes, reference params, reference GMACs, note; the references
+# are ../shared/design/architectures.md's (reference code, official figures, or derived counts)
+REFERENCE_SIZES: list[tuple[str, str, dict[str, Any], dict[str, Any], int, float, str]] = [
+    ("RevViT-S", "rev_vit.rev", {}, {}, 22_430_000, 4.57, ""),
+    ("RevViT-B", "rev_vit.rev", dict(dim=768, heads=12), {}, 87_340_000, 17.47, ""),
+    ("RevViT-L", "rev_vit.rev", WIDTHS["L"], {}, 305_350_000, 61.2, ""),
+    ("Rev-MViT-B", "rev_mvit.rev", {}, {}, 39_700_000, 8.64, ""),
+    ("RevViR-S", "rev_vir.rev", {}, {}, 22_060_000, 4.60, HEAD),
+    ("RevSuperViT 224 r=1", "rev_supervit.rev", {}, {"S": 224}, 22_170_000, 4.60, HEAD),
+    ("RevSuperViT 224 r=0.7", "rev_supervit.rev", {}, {"S": 224, "keep_rate": 0.7},
+     22_170_000, 3.01, HEAD),
+    ("RevSuperViT 224 r=0.5", "rev_supervit.rev", {}, {"S": 224, "keep_rate": 0.5},
+     22_170_000, 2.30, HEAD),
+    *[(f"RevBiFPN-{name}", "rev_bifpn.rev", kw, {}, ref, gmacs,
+       "reference MACs are thop's: convolutions and linears plus BatchNorm and upsampling "
+       "elements; ours count convolutions and linears")
+      for name, kw, ref, gmacs in (
+          ("S0", {}, 3_419_196, 0.308),
+          ("S1", dict(width="4/3", image=256), 5_110_000, 0.62),
+          ("S2", dict(width=2, image=256), 10_600_000, 1.37),
+          ("S3", dict(width="8/3", image=288, num_ext=3), 19_600_000, 3.33),
+          ("S4", dict(width=4, image=320, num_ext=4), 48_700_000, 10.6),
+          ("S5", dict(width="16/3", image=352, num_ext=4), 82_000_000, 21.8),
+          ("S6", dict(width="20/3", image=352, num_ext=5), 142_307_972, 38.08))],
+]
+
 
 
 class Suite:
@@ -225,7 +254,7 @@ class Suite:
 
     def _with_shortcut(self, shortcut: bool, kw: dict[str, Any], batch: int
                        ) -> list[dict[str, Any]]:
-        from revdsl.bench import inputs_for, load, step_time
+        from revdsl.bench import bench_inputs, load, step_time
         from revdsl.measure import peak_bytes
 
         module, program = load(VIT, _sets(kw))
@@ -236,7 +265,7 @@ class Suite:
             for block in model.body.blocks:
                 block.STEPS = tuple(s._replace(delta=None) if hasattr(s, "delta") else s
                                     for s in block.STEPS)
-        xs = inputs_for(program, batch, self.device)
+        xs = bench_inputs(program, batch, self.device)
         t = step_time(model, xs, self.steps, self.warmup)
         peak, _ = peak_bytes(model, *xs)
         label = "additive shortcut " + ("on" if shortcut else "off")
@@ -265,17 +294,15 @@ class Suite:
 
     def _compiled(self, spec: str, kw: dict[str, Any], batch: int, label: str,
                   mode: str) -> dict[str, Any]:
-        from revdsl.bench import inputs_for, load, set_mode, step_time
+        from revdsl.bench import bench_inputs, load, resolved_sizes, set_mode, step_time
 
         module, program = load(spec, _sets(kw))
-        from revdsl.bench import resolved_sizes
-
         sizes = resolved_sizes(program, None)
         torch.manual_seed(0)
         model = module.create_model().to(self.device)
         model.train()
         set_mode(model, mode)
-        xs = inputs_for(program, batch, self.device, sizes)
+        xs = bench_inputs(program, batch, self.device, sizes)
         eager = step_time(model, xs, self.steps, self.warmup)
         torch._dynamo.reset()
         compiled = torch.compile(model)
@@ -288,36 +315,65 @@ class Suite:
         return {"label": label, "mode": mode, "batch": batch, "eager": eager,
                 "compiled": fast, "compile_seconds": compile_s}
 
+    def sizes(self) -> dict[str, Any]:
+        """Parameters and MACs of every family's reference configurations (`revdsl stats`, from
+        shapes alone) against the reference figures in the design notes."""
+        from revdsl.pipeline import compile_text
+        from revdsl.stats import stats
+
+        rows = []
+        for label, spec, kw, options, ref_params, ref_gmacs, note in REFERENCE_SIZES:
+            compiled = compile_text((SPECS / spec).read_text(), spec, _sets(kw))
+            st = stats(compiled.report, options)
+            rows.append({"label": label, "spec": spec, "overrides": kw, "options": options,
+                         "params": st.params, "macs": st.macs, "ref_params": ref_params,
+                         "ref_gmacs": ref_gmacs, "note": note})
+            print(f"  {label:>26s} {st.params:>13,d} params  {st.macs / 1e9:7.3f} GMACs  "
+                  f"(reference {ref_params:,} / {ref_gmacs})", flush=True)
+        return {"rows": rows}
+
+    def examples(self) -> dict[str, Any]:
+        """The examples' own checks, recorded: DDP/FSDP2 against one process
+        (examples/ddp.py, the configurations tests/test_ecosystem.py runs) and the digits
+        training run (examples/train_digits.py, which also draws docs/digits_loss.png)."""
+        import json
+        import subprocess
+        import tempfile
+
+        vit = ["--set", "depth=4", "--set", "dim=32", "--set", "heads=2", "--set", "image=32",
+               "--set", "patch=8"]
+        mvit = ["--spec", "specs/rev_mvit.rev", "--set", "image=32", "--set", "dim=8", "--set",
+                "kv_stride=2", "--set", "transitions=[1, 3]", "--set", "depth=6"]
+        runs = [("RevViT", [*vit]), ("RevViT", [*vit, "--baseline"]),
+                ("RevViT", [*vit, "--fsdp"]), ("Rev-MViT", mvit)]
+        root = SPECS.parent
+        out: dict[str, Any] = {"ddp": []}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = str(Path(tmp) / "out.json")
+            for label, args in runs:
+                subprocess.run([sys.executable, "examples/ddp.py", *args, "--json", path],
+                               cwd=root, check=True)
+                out["ddp"].append({"label": label, **json.loads(Path(path).read_text())})
+            digits = ["--epochs", "4"] if self.quick else []
+            subprocess.run([sys.executable, "examples/train_digits.py", *digits, "--json", path,
+                            *(["--plot", ""] if self.quick else [])], cwd=root, check=True)
+            out["digits"] = json.loads(Path(path).read_text())
+        return out
+
     def stats(self) -> dict[str, Any]:
         """revdsl stats' predicted bytes per sample (from shapes alone) against the bytes the
         generated model saves for the backward (saved-tensor hooks), on small configurations."""
-        from revdsl import sizes as sizes_mod
-        from revdsl.measure import saved_bytes
-        from revdsl.pipeline import compile_text
-        from revdsl.stats import stats
+        from revdsl.measure import stats_against_saved
         from tests.test_tools import SMALL
 
         rows = []
         for spec, kw in sorted(SMALL.items()):
-            text = (SPECS / spec).read_text()
-            compiled = compile_text(text, spec, kw)
-            sizes = sizes_mod.first(sizes_mod.resolve(compiled.program))
-            predicted = stats(compiled.report, sizes)
-            from revdsl.loader import load_source
-
-            model = load_source(compiled.source).create_model()
-            model.train()
-            size = sizes.get("S") or kw["image"]
-            x = torch.randn(2, 3, size, size)
-            for reversible, want in ((True, predicted.stored), (False, predicted.baseline)):
-                model.reversible = reversible
-                got = saved_bytes(model, x) / 2
-                rows.append({"spec": spec, "overrides": kw,
-                             "mode": "reversible" if reversible else "baseline",
+            found = stats_against_saved((SPECS / spec).read_text(), spec, kw)
+            for mode, (want, got) in found.items():
+                rows.append({"spec": spec, "overrides": kw, "mode": mode,
                              "predicted": want, "measured": got, "ratio": want / got})
-                print(f"  {spec:>18s} {'reversible' if reversible else 'baseline':10s} "
-                      f"predicted {want / 2**10:9.1f} KiB  measured {got / 2**10:9.1f} KiB  "
-                      f"({100 * (want / got - 1):+.1f}%)", flush=True)
+                print(f"  {spec:>18s} {mode:10s} predicted {want / 2**10:9.1f} KiB  measured "
+                      f"{got / 2**10:9.1f} KiB  ({100 * (want / got - 1):+.1f}%)", flush=True)
         return {"rows": rows}
 
 
@@ -338,8 +394,8 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-ALL = ("stats", "vit_depth", "vit_width", "paper_memory", "vit_batch", "largest_batch",
-       "mvit_depth", "vir_depth", "families", "backward", "compile")
+ALL = ("sizes", "stats", "examples", "vit_depth", "vit_width", "paper_memory", "vit_batch",
+       "largest_batch", "mvit_depth", "vir_depth", "families", "backward", "compile")
 
 
 def main(argv: list[str] | None = None) -> int:

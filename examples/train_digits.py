@@ -14,6 +14,7 @@ the segment's outputs. Prints the test accuracy of both and the largest gap betw
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", default=str(ROOT / "docs" / "digits_loss.png"),
                    help="where to save the loss plot ('' for none)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     runs = {}
@@ -123,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     # training amplifies such differences over many steps, as it would a change of thread count
     print(f"loss gap: first epoch {early:.1e} (largest per step), whole run {epoch_gap:.1e} "
           "(largest between epoch means)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "epochs": args.epochs, "batch": args.batch, "seed": args.seed,
+            "params": runs["reversible"]["params"], "first_epoch_gap": early,
+            "epoch_mean_gap": epoch_gap,
+            "test_accuracy": {k: r["test_accuracy"] for k, r in runs.items()},
+            "seconds": {k: r["seconds"] for k, r in runs.items()}}, indent=2))
     if args.plot:
         plot(runs, Path(args.plot))
         print(f"wrote {args.plot}")

@@ -73,15 +73,14 @@ def resolved_sizes(program: Any, sizes: dict[str, int] | None) -> dict[str, int]
     return sizes_mod.first(sizes_mod.resolve(program, sizes))
 
 
-def inputs_for(program: Any, batch: int, device: str, sizes: dict[str, int] | None = None,
-               dtype: Any = None) -> list[Any]:
+def bench_inputs(program: Any, batch: int, device: str, sizes: dict[str, int] | None = None
+                 ) -> list[Any]:
+    """float32 inputs for a measurement; a free dimension without a value is 224 (an image)."""
     import torch
 
-    from revdsl.testing import concrete
+    from revdsl.testing import random_inputs
 
-    dtype = dtype or torch.float32
-    return [torch.randn(concrete(n.shape, batch, sizes, default=224), device=device, dtype=dtype)
-            for n in program.inputs]
+    return random_inputs(program, batch, sizes, dtype=torch.float32, device=device, default=224)
 
 
 def step_time(model: Any, inputs: list[Any], steps: int = 5, warmup: int = 2,
@@ -146,7 +145,7 @@ def run(spec: str, overrides: dict[str, Any] | None = None, batch: int = 8,
     torch.manual_seed(0)
     model = module.create_model().to(device)
     model.train()
-    inputs = inputs_for(program, batch, device, sizes)
+    inputs = bench_inputs(program, batch, device, sizes)
     call = (lambda *xs: model(*xs, **options)) if options else None
     out: list[Result] = []
     total = len(modes)
@@ -169,7 +168,7 @@ def run(spec: str, overrides: dict[str, Any] | None = None, batch: int = 8,
 # carries over from the parent across fork and exec
 _RSS_SCRIPT = """
 import json, sys, torch
-from revdsl.bench import load, inputs_for, set_mode
+from revdsl.bench import load, bench_inputs, set_mode
 from revdsl.measure import _loss
 def hwm():
     for line in open("/proc/self/status"):
@@ -181,7 +180,7 @@ torch.manual_seed(0)
 model = module.create_model()
 model.train()
 set_mode(model, mode)
-xs = inputs_for(program, batch, "cpu", sizes)
+xs = bench_inputs(program, batch, "cpu", sizes)
 before = hwm()
 _loss(model(*xs)).backward()
 after = hwm()
@@ -220,7 +219,7 @@ def largest_batch(spec: str, overrides: dict[str, Any], mode: str, budget: int,
     def fits(b: int) -> bool:
         if progress:
             _progress(f"{program.name} {mode}: trying batch {b}", 0, 1)
-        peak, _ = peak_bytes(model, *inputs_for(program, b, device, sizes))
+        peak, _ = peak_bytes(model, *bench_inputs(program, b, device, sizes))
         return peak <= budget
 
     lo, hi = 0, start

@@ -1389,8 +1389,6 @@ def _truth(v: Any, span: Span | None) -> bool:
 MAX_INT = 2**53
 MAX_LIST = 100_000
 MAX_WORK = 200_000  # loop iterations and op applications while unrolling one spec
-MAX_ATTR = 10**7  # an integer attribute (channels, kernel, ...)
-MAX_PARTS = 1024  # copies or chunks of one tensor
 
 
 def _ct_binop(op: str, a: Any, b: Any, span: Span | None) -> Any:
@@ -1465,11 +1463,6 @@ def _ct_binop_raw(op: str, a: Any, b: Any, span: Span | None) -> Any:
     raise SpecTypeError(f"unknown operator {op}", span)
 
 
-# integer attributes that count or size something: 0 or less is never meaningful
-POSITIVE_ATTRS = frozenset({"heads", "out", "kernel", "stride", "patch", "factor", "chunk",
-                            "q_stride", "kv_stride", "channels", "chunks", "hidden", "n"})
-
-
 def _check_attr(opdef: OpDef, spec: Attr, v: Any, span: Span | None) -> Any:
     if isinstance(v, ir.RuntimeRef):
         if not spec.runtime:
@@ -1503,13 +1496,12 @@ def _check_attr(opdef: OpDef, spec: Attr, v: Any, span: Span | None) -> Any:
         if isinstance(v, bool) or not isinstance(v, int):
             raise SpecTypeError(f"{opdef.name}(): '{spec.name}' must be an integer, got "
                                 f"{_kind(v)}", span)
-        if spec.name in POSITIVE_ATTRS and v < 1:
-            raise SpecTypeError(f"{opdef.name}(): '{spec.name}' must be at least 1, got {v}",
-                                span)
-        limit = MAX_PARTS if spec.name in ("n", "chunks") else MAX_ATTR
-        if abs(v) > limit:
+        if spec.minimum is not None and v < spec.minimum:
+            raise SpecTypeError(f"{opdef.name}(): '{spec.name}' must be at least {spec.minimum}, "
+                                f"got {v}", span)
+        if abs(v) > spec.maximum:
             raise SpecTypeError(f"{opdef.name}(): '{spec.name}' = {v} is too large (at most "
-                                f"{limit})", span)
+                                f"{spec.maximum})", span)
         return v
     if k in ("float", "number"):
         if isinstance(v, bool) or not isinstance(v, int | float):

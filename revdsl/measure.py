@@ -104,3 +104,27 @@ def measure(model: nn.Module, *inputs: torch.Tensor,
     peak, grads = peak_bytes(model, *inputs, call=call)
     model.zero_grad(set_to_none=True)
     return Memory(saved=saved, peak=peak, grads=grads)
+
+
+def stats_against_saved(text: str, name: str, overrides: dict[str, object] | None = None,
+                        batch: int = 2) -> dict[str, tuple[int, float]]:
+    """`revdsl stats`' prediction of the bytes per sample kept for the backward (from shapes
+    alone) against what the generated model keeps (`saved_bytes`), for the spec `text` at its
+    default input sizes: {'reversible': (predicted, measured), 'baseline': (...)}."""
+    from revdsl.bench import bench_inputs, resolved_sizes
+    from revdsl.loader import load_source
+    from revdsl.pipeline import compile_text
+    from revdsl.stats import stats
+
+    compiled = compile_text(text, name, dict(overrides or {}))
+    sizes = resolved_sizes(compiled.program, None)
+    predicted = stats(compiled.report, sizes)
+    torch.manual_seed(0)
+    model = load_source(compiled.source).create_model()
+    model.train()
+    xs = bench_inputs(compiled.program, batch, "cpu", sizes)
+    out = {}
+    for mode, want in (("reversible", predicted.stored), ("baseline", predicted.baseline)):
+        model.reversible = mode == "reversible"
+        out[mode] = (want, saved_bytes(model, *xs) / batch)
+    return out

@@ -58,30 +58,19 @@ def supervit_step(model: Any, images: torch.Tensor, targets: torch.Tensor,
         with autocast():
             return model(x, keep_rate=rate)
 
-    def backward(loss: torch.Tensor) -> None:
+    def backward(loss: torch.Tensor) -> float:
         (scaler.scale(loss) if scaler is not None else loss).backward()
+        return loss.item()
 
     losses: dict[str, float] = {}
-    x_full = resize(full)
-    out1 = run(x_full, 1.0)
-    loss = _ce(out1.float(), targets)
-    backward(loss)
-    losses["full"] = loss.item()
-
-    out2 = run(x_full, rng.choice(list(rates)))
-    loss = _kl(out2.float(), out1.float())
-    backward(loss)
-    losses["full_pruned"] = loss.item()
-
-    if small:
-        x_small = resize(rng.choice(small))
-        out3 = run(x_small, 1.0)
-        loss = _ce(out3.float(), targets)
-        backward(loss)
-        losses["small"] = loss.item()
-
-        out4 = run(x_small, rng.choice(list(rates)))
-        loss = _kl(out4.float(), out3.float())
-        backward(loss)
-        losses["small_pruned"] = loss.item()
+    # full size first, then (if the model has one) a random smaller size; the size is drawn
+    # only after the full size's pruned rate, so a seeded rng gives the same draws as always
+    for name, pick in (("full", lambda: full), ("small", lambda: rng.choice(small))):
+        if name == "small" and not small:
+            break
+        x = resize(pick())
+        whole = run(x, 1.0)
+        losses[name] = backward(_ce(whole.float(), targets))
+        pruned = run(x, rng.choice(list(rates)))
+        losses[name + "_pruned"] = backward(_kl(pruned.float(), whole.float()))
     return losses

@@ -53,7 +53,6 @@ def describe(report: Report, explain: bool = False) -> str:
                         lines.append(head + f"{s.kind} {s.target}: {s.verdict}: {s.reason}")
         else:
             ops = ", ".join(dict.fromkeys(b.ops)) or "-"
-            how = ("stored, recomputed in the backward" if b.note.startswith("recomputed")
-                   else "stored boundary")
+            how = "stored, recomputed in the backward" if b.recomputed else "stored boundary"
             lines.append(f"  {b.name} ({how}): {ops}; stores {size}/sample")
     return "\n".join(lines)

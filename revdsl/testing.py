@@ -6,6 +6,7 @@
 * `gradient_errors`: the reversible backward against plain autograd, same seed.
 
 * `form_errors`: the forms of one function (ViR's modes) against each other;
+* `without_randomness`: a generated model with every random draw turned off;
 * hypothesis strategies: random specs with what a verifier must say of them (`coupling_specs`,
   `silo_specs`, `transition_specs`, `any_specs`) and random inputs (`inputs_for`).
 """
@@ -23,6 +24,20 @@ from revdsl import ir
 from revdsl.shapes import B, Shape
 
 
+def without_randomness(model: torch.nn.Module) -> torch.nn.Module:
+    """Turn off dropout, attention dropout and drop-path in a generated model (in place), for
+    comparisons that cannot share random draws (several processes, compiled vs eager code)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        elif hasattr(m, "draws_random"):  # the runtime's DropPath (rate) and attentions
+            for attr in ("rate", "attn_drop"):
+                if hasattr(m, attr):
+                    setattr(m, attr, 0.0)
+            assert not (m.training and m.draws_random()), f"{type(m).__name__} still draws"
+    return model
+
+
 def concrete(shape: Shape, batch: int = 2, sizes: dict[str, int] | None = None,
              default: int = 16) -> tuple[int, ...]:
     values: dict[sympy.Symbol, int] = {B: batch}
@@ -37,9 +52,13 @@ def concrete(shape: Shape, batch: int = 2, sizes: dict[str, int] | None = None,
 
 
 def random_inputs(program: ir.Program, batch: int = 2, sizes: dict[str, int] | None = None,
-                  dtype: torch.dtype = torch.float64, seed: int = 0) -> list[torch.Tensor]:
+                  dtype: torch.dtype = torch.float64, seed: int = 0, device: str = "cpu",
+                  default: int = 16) -> list[torch.Tensor]:
+    """Standard-normal tensors for the program's inputs; free dimensions not in `sizes` take
+    `default`."""
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(concrete(n.shape, batch, sizes), generator=g, dtype=dtype)
+    return [torch.randn(concrete(n.shape, batch, sizes, default), generator=g,
+                        dtype=dtype).to(device)
             for n in program.inputs]
 
 

@@ -88,6 +88,7 @@ class Boundary:
     note: str = ""
     baseline: tuple[Stored, ...] = ()
     roots: tuple[ir.Node, ...] = field(default=(), repr=False)  # the values it computes
+    recomputed: bool = False  # a named block: its inputs are kept, it runs again in the backward
 
     @property
     def bytes_per_sample(self) -> sympy.Expr:
@@ -522,6 +523,7 @@ def boundaries(program: ir.Program) -> list[Boundary]:
                 kind=region_kind(item.head), name=item.name, span=item.span, ops=tuple(ops),
                 stored=kept, baseline=tuple(baseline),
                 note="recomputed from its inputs in the backward", roots=tuple(roots),
+                recomputed=True,
             ))
             continue
         entry_roots = [v for a in item.entry_assign for v in a.values]

@@ -16,22 +16,12 @@ import torch.nn.functional as F
 
 import revdsl
 from revdsl.errors import RevdslError
-from revdsl.testing import grad_floor, rel_err
+from revdsl.testing import grad_floor, rel_err, without_randomness
 from tests.conftest import ROOT, SPECS, load_spec
 from tests.test_tools import SMALL
 
 # BiFPN in plain mode compiles slowly (minutes with inductor): a shallower pyramid here
 COMPILE = {**SMALL, "rev_bifpn.rev": dict(image=64, num_ext=0, reps=1)}
-
-
-def _no_dropout(model: torch.nn.Module) -> torch.nn.Module:
-    """Compiled code draws random numbers differently from eager: compare without them."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-        elif hasattr(m, "draws_random"):
-            m.rate = 0.0
-    return model
 
 
 def _size(spec: str) -> int:
@@ -45,7 +35,7 @@ def test_torch_compile_matches_eager(spec: str, mode: str) -> None:
     torch._dynamo.reset()
     mod = load_spec(spec, **COMPILE[spec])
     torch.manual_seed(0)
-    model = _no_dropout(mod.create_model(num_classes=10))
+    model = without_randomness(mod.create_model(num_classes=10))
     model.reversible = mode == "reversible"
     eager = copy.deepcopy(model)
     # inductor for the reversible model (its segments are one graph break each, so it compiles

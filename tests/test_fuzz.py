@@ -56,17 +56,23 @@ def _positioned(exc: RevdslError) -> None:
     assert "error:" in text
 
 
+def _parses(text: str) -> bool:
+    """Parse `text`; a refusal must be revdsl's positioned error. Whether it parsed."""
+    try:
+        parse(text, "fuzz.rev")
+    except RevdslError as exc:
+        _positioned(exc)
+        return False
+    return True
+
+
 @settings(FUZZ, max_examples=4000)
 @given(st.lists(st.one_of(st.sampled_from(TOKENS), st.text(max_size=4)), max_size=40))
 def test_random_text(parts: list[str]) -> None:
     COUNT["random"] += 1
     text = " ".join(parts)
-    try:
-        parse(text, "fuzz.rev")
-    except RevdslError as exc:
-        _positioned(exc)
-        return
-    _run_all(text)
+    if _parses(text):
+        _run_all(text)
 
 
 MUTATION = st.tuples(st.integers(0, 5), st.floats(0, 1), st.integers(0, 12),
@@ -103,13 +109,9 @@ def _mutate(text: str, ops: list[tuple[int, float, int, str, str]]) -> str:
 def test_mutated_specs(index: int, ops: list[tuple[int, float, int, str, str]]) -> None:
     COUNT["mutated"] += 1
     text = _mutate(TEXTS[index], ops)
-    if len(text) > 2000:  # the big specs: parse only (their pipeline is slow to repeat)
-        try:
-            parse(text, "fuzz.rev")
-        except RevdslError as exc:
-            _positioned(exc)
-        return
-    _run_all(text)
+    # the big specs: parse only (their pipeline is slow to repeat)
+    if _parses(text) and len(text) <= 2000:
+        _run_all(text)
 
 
 def test_fuzz_ran_enough_examples() -> None:

@@ -11,14 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from revdsl import sizes as sizes_mod
 from revdsl.cli import main
-from revdsl.measure import saved_bytes
-from revdsl.pipeline import compile_text
-from revdsl.stats import stats
-from tests.conftest import ROOT, SPECS, load_spec
+from revdsl.measure import stats_against_saved
+from tests.conftest import ROOT, SPECS
 
 VERIFIER = Path(__file__).resolve().parent / "verifier"
 
@@ -101,26 +97,11 @@ def test_viz_dot_needs_no_dot_program(tmp_path: Path, monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize("spec", sorted(SMALL))
 def test_stats_predicts_saved_bytes_within_10_percent(spec: str) -> None:
-    compiled = compile_text((SPECS / spec).read_text(), spec, SMALL[spec])
-    sizes = sizes_mod.first(sizes_mod.resolve(compiled.program))
-    predicted = stats(compiled.report, sizes)
-    mod = load_spec(spec, **SMALL[spec])
-    torch.manual_seed(0)
-    model = mod.create_model()
-    model.train()
-    batch = 2
-    shape = [batch, 3, *([sizes["S"]] * 2 if sizes else [SMALL[spec]["image"]] * 2)]
-    x = torch.randn(shape)
-    measured = {}
-    for reversible in (True, False):
-        model.reversible = reversible
-        measured[reversible] = saved_bytes(model, x) / batch
-    for reversible, want in ((True, predicted.stored), (False, predicted.baseline)):
-        got = measured[reversible]
-        assert abs(want / got - 1) < 0.10, (spec, "reversible" if reversible else "baseline",
-                                            want, got, want / got)
+    found = stats_against_saved((SPECS / spec).read_text(), spec, SMALL[spec])
+    for mode, (want, got) in found.items():
+        assert abs(want / got - 1) < 0.10, (spec, mode, want, got, want / got)
     # and the prediction shows the point of the exercise
-    assert predicted.stored < predicted.baseline
+    assert found["reversible"][0] < found["baseline"][0]
 
 
 def test_stats_json_and_no_torch(tmp_path: Path) -> None:

@@ -33,6 +33,10 @@ class OpShapeError(Exception):
     """Raised by a shape rule; the elaborator attaches the call's position."""
 
 
+MAX_INT_ATTR = 10**7  # the largest integer attribute (channels, kernel, ...) by default
+MAX_PARTS = 1024  # the most copies or chunks of one tensor
+
+
 class AttrError(Exception):
     """Raised when an attribute value is not acceptable; the elaborator attaches the position."""
 
@@ -43,11 +47,16 @@ class Attr:
 
     kind: 'int', 'float', 'bool', 'str', 'ints' (list of ints), 'floats', 'number' (int or float).
     `runtime`: may be a call-time option. `symbolic`: may depend on a model argument.
+    `minimum` / `maximum`: bounds of an 'int' given in a spec (an attribute that counts things,
+    such as heads or a kernel size, has minimum 1; the maximum keeps a mistyped number from
+    building a model that exhausts memory or time). Defaults are not checked against them.
     """
 
     name: str
     kind: str
     default: Any = REQUIRED
+    minimum: int | None = None
+    maximum: int = MAX_INT_ATTR
     choices: tuple[Any, ...] | None = None
     runtime: bool = False
     symbolic: bool = True

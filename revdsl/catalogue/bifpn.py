@@ -92,9 +92,9 @@ register(
         "with ratio se] -> 1x1 project + BatchNorm; stochastic depth `drop`; no identity skip",
         module="MBConv", inputs=1, default_name="mbconv",
         attrs=(
-            Attr("out", "int"),
-            Attr("kernel", "int", default=3, symbolic=False),
-            Attr("stride", "int", default=1, symbolic=False),
+            Attr("out", "int", minimum=1),
+            Attr("kernel", "int", minimum=1, default=3, symbolic=False),
+            Attr("stride", "int", minimum=1, default=1, symbolic=False),
             Attr("expand", "number", default=1, symbolic=False),
             Attr("se", "number", default=0.0, symbolic=False),
             Attr("drop", "float", default=0.0),
@@ -130,7 +130,7 @@ register(
         doc="replicate_channels(x, channels): copies of x's channels concatenated and cut to "
         "`channels` (RevBiFPN's stem: RGB repeated to fill the first scale's channels / 16)",
         kind="function", inputs=1, positional=("channels",),
-        attrs=(Attr("channels", "int", symbolic=False),), shape=_rep_shape,
+        attrs=(Attr("channels", "int", minimum=1, symbolic=False),), shape=_rep_shape,
         template="replicate_channels({0}, {channels})", runtime=("replicate_channels",),
     )
 )

@@ -44,9 +44,9 @@ register(
         "bias=true): a 2-d convolution",
         module="nn.Conv2d", inputs=1, positional=("out",), default_name="conv",
         attrs=(
-            Attr("out", "int"),
-            Attr("kernel", "int", default=3, symbolic=False),
-            Attr("stride", "int", default=1, symbolic=False),
+            Attr("out", "int", minimum=1),
+            Attr("kernel", "int", minimum=1, default=3, symbolic=False),
+            Attr("stride", "int", minimum=1, default=1, symbolic=False),
             Attr("padding", "int", default=-1, symbolic=False),
             Attr("groups", "int", default=1, symbolic=False),
             Attr("bias", "bool", default=True),
@@ -99,8 +99,8 @@ for _name, _fn in (("avg_pool", "F.avg_pool2d"), ("max_pool", "F.max_pool2d")):
             name=_name,
             doc=f"{_name}(x, kernel, stride=kernel, padding=0): {_name.split('_')[0]} pooling",
             kind="function", inputs=1, positional=("kernel",),
-            attrs=(Attr("kernel", "int", symbolic=False),
-                   Attr("stride", "int", default=0, symbolic=False),
+            attrs=(Attr("kernel", "int", minimum=1, symbolic=False),
+                   Attr("stride", "int", minimum=1, default=0, symbolic=False),
                    Attr("padding", "int", default=0, symbolic=False)),
             shape=_pool_shape,
             template=(lambda fn: lambda args, a: f"{fn}({args[0]}, {a['kernel']}, "
@@ -124,7 +124,7 @@ register(
         doc="upsample(x, factor, mode='nearest'|'bilinear'): resize [B,C,H,W] by an integer "
         "factor (bilinear with align_corners=False)",
         kind="function", inputs=1, positional=("factor",),
-        attrs=(Attr("factor", "int", symbolic=False),
+        attrs=(Attr("factor", "int", minimum=1, symbolic=False),
                Attr("mode", "str", default="nearest", choices=("nearest", "bilinear"))),
         shape=_up_shape,
         template=lambda args, a: (

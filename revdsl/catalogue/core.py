@@ -13,7 +13,7 @@ from typing import Any
 import sympy
 
 from revdsl import algebra
-from revdsl.catalogue import Attr, OpDef, OpShapeError, fmt_value, register
+from revdsl.catalogue import MAX_PARTS, Attr, OpDef, OpShapeError, fmt_value, register
 from revdsl.shapes import Shape, broadcast, fmt_shape, numel, same, simp, to_expr
 
 # ---- shape helpers ----------------------------------------------------------------------------
@@ -128,7 +128,8 @@ register(
         name="dup",
         doc="dup(x, n=2): n copies of x; starts a reversible segment's streams (injective, so "
         "its input is stored; the gradient is the sum of the copies' gradients)",
-        kind="structural", inputs=1, positional=("n",), attrs=(Attr("n", "int", default=2),),
+        kind="structural", inputs=1, positional=("n",),
+        attrs=(Attr("n", "int", minimum=1, maximum=MAX_PARTS, default=2),),
         shape=_dup_shape, n_outputs=lambda a: a["n"], injective_only=True,
         template=lambda args, a: ", ".join(args[0] for _ in range(a["n"])),
     )
@@ -155,7 +156,7 @@ register(
         name="chunk",
         doc="chunk(x, chunks, dim=1): split into equal parts (a bijection; undone by cat)",
         kind="structural", inputs=1, positional=("chunks",),
-        attrs=(Attr("chunks", "int", default=2, symbolic=False),
+        attrs=(Attr("chunks", "int", minimum=1, maximum=MAX_PARTS, default=2, symbolic=False),
                Attr("dim", "int", default=1, symbolic=False)),
         shape=_chunk_shape, n_outputs=lambda a: a["chunks"], inverse="cat",
         template="torch.chunk({0}, {chunks}, dim={dim})",
@@ -220,7 +221,7 @@ register(
         doc="space_to_depth(x, factor): pixel-unshuffle [B,C,H,W] -> [B,C*r*r,H/r,W/r] "
         "(a permutation: invertible)",
         kind="structural", inputs=1, positional=("factor",),
-        attrs=(Attr("factor", "int", symbolic=False),), shape=_s2d_shape,
+        attrs=(Attr("factor", "int", minimum=1, symbolic=False),), shape=_s2d_shape,
         inverse="depth_to_space", template="F.pixel_unshuffle({0}, {factor})",
     )
 )
@@ -229,7 +230,7 @@ register(
         name="depth_to_space",
         doc="depth_to_space(x, factor): pixel-shuffle, the inverse of space_to_depth",
         kind="structural", inputs=1, positional=("factor",),
-        attrs=(Attr("factor", "int", symbolic=False),), shape=_d2s_shape,
+        attrs=(Attr("factor", "int", minimum=1, symbolic=False),), shape=_d2s_shape,
         inverse="space_to_depth", template="F.pixel_shuffle({0}, {factor})",
     )
 )
@@ -290,7 +291,7 @@ register(
         name="linear",
         doc="linear(x, out, bias=true): a fully connected layer over the last dim",
         module="nn.Linear", inputs=1, positional=("out",),
-        attrs=(Attr("out", "int"), Attr("bias", "bool", default=True)),
+        attrs=(Attr("out", "int", minimum=1), Attr("bias", "bool", default=True)),
         shape=_linear_shape, default_name="linear",
         ctor=lambda s, a: [("in_features", s[0][-1]), ("out_features", a["out"]),
                            ("bias", a["bias"], True)],

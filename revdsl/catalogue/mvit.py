@@ -111,11 +111,11 @@ def _saved(i: Sequence[Shape], o: Sequence[Shape], a: dict[str, Any]) -> list[Sh
 
 
 _ATTRS = (
-    Attr("heads", "int"),
-    Attr("out", "int", default=0),
-    Attr("q_stride", "int", default=1, symbolic=False),
-    Attr("kv_stride", "int", default=1, symbolic=False),
-    Attr("kernel", "int", default=3, symbolic=False),
+    Attr("heads", "int", minimum=1),
+    Attr("out", "int", minimum=1, default=0),
+    Attr("q_stride", "int", minimum=1, default=1, symbolic=False),
+    Attr("kv_stride", "int", minimum=1, default=1, symbolic=False),
+    Attr("kernel", "int", minimum=1, default=3, symbolic=False),
     Attr("qkv_bias", "bool", default=True),
     Attr("rel_pos", "bool", default=False),
     Attr("residual_pooling", "bool", default=False),
@@ -180,7 +180,7 @@ register(
         "attention's own Q-pooling conv and norm ('conv', Rev-MViT) or max pooling: the "
         "attention half of an MViT stage transition",
         module="PoolAttentionResidual", inputs=1, default_name="attn",
-        attrs=(*[a if a.name != "q_stride" else Attr("q_stride", "int", default=2,
+        attrs=(*[a if a.name != "q_stride" else Attr("q_stride", "int", minimum=1, default=2,
                                                     symbolic=False) for a in _ATTRS],
                Attr("residual", "str", default="conv", choices=("conv", "max"))),
         shape=_res_shape,

@@ -66,9 +66,9 @@ register(
         "over [B,N,C] with per-head decays 1-2^-5 ... 1-2^-9; mode may be a call-time option",
         module="Retention", inputs=1, default_name="retention", causal=True, forms=("mode",),
         attrs=(
-            Attr("heads", "int"),
+            Attr("heads", "int", minimum=1),
             Attr("mode", "str", default="parallel", runtime=True, choices=FORMS),
-            Attr("chunk", "int", default=64, symbolic=False),
+            Attr("chunk", "int", minimum=1, default=64, symbolic=False),
             Attr("qkv_bias", "bool", default=True),
             Attr("causal", "bool", default=True),
             Attr("scores", "str", default="decay", choices=("decay", "softmax", "rownorm")),

@@ -34,7 +34,8 @@ register(
         doc="pos_embed_multi(x, sizes, patch): one learned position table per input size "
         "(tokens = (size/patch)^2 + 1); the table matching x's token count is added",
         module="MultiPosEmbed", inputs=1, default_name="pos_embed",
-        attrs=(Attr("sizes", "ints", symbolic=False), Attr("patch", "int", symbolic=False)),
+        attrs=(Attr("sizes", "ints", symbolic=False),
+               Attr("patch", "int", minimum=1, symbolic=False)),
         shape=_pos_shape,
         size_choices=lambda s, a: (s[0][1], tuple((size // a["patch"]) ** 2 + 1
                                                    for size in a["sizes"])),
@@ -61,7 +62,7 @@ register(
         doc="attention_cls(x, heads, ...) -> (out, score): self-attention over [B,N,C] (class "
         "token first) and the class token's attention to each patch, averaged over heads",
         module="AttentionCls", inputs=1, default_name="attn", n_outputs=lambda a: 2,
-        attrs=(Attr("heads", "int"), Attr("qkv_bias", "bool", default=True),
+        attrs=(Attr("heads", "int", minimum=1), Attr("qkv_bias", "bool", default=True),
                Attr("attn_drop", "float", default=0.0), Attr("proj_drop", "float", default=0.0)),
         shape=_attn_cls_shape,
         ctor=lambda s, a: [("dim", s[0][-1]), ("heads", a["heads"]),

@@ -46,8 +46,8 @@ register(
         module="PatchEmbed", inputs=1, default_name="patch_embed",
         attrs=(
             Attr("dim", "int"),
-            Attr("patch", "int", symbolic=False),
-            Attr("stride", "int", default=0, symbolic=False),
+            Attr("patch", "int", minimum=1, symbolic=False),
+            Attr("stride", "int", minimum=1, default=0, symbolic=False),
             Attr("padding", "int", default=0, symbolic=False),
             Attr("flatten", "bool", default=True),
         ),
@@ -117,7 +117,7 @@ register(
         "self-attention over all tokens, no internal residual",
         module="Attention", inputs=1, default_name="attn", causal=False,
         attrs=(
-            Attr("heads", "int"),
+            Attr("heads", "int", minimum=1),
             Attr("qkv_bias", "bool", default=True),
             Attr("attn_drop", "float", default=0.0),
             Attr("proj_drop", "float", default=0.0),
@@ -154,8 +154,8 @@ register(
         module="Mlp", inputs=1, default_name="mlp",
         attrs=(
             Attr("ratio", "number", default=4.0),
-            Attr("hidden", "int", default=0),
-            Attr("out", "int", default=0),
+            Attr("hidden", "int", minimum=1, default=0),
+            Attr("out", "int", minimum=1, default=0),
             Attr("drop", "float", default=0.0),
         ),
         shape=lambda s, a: (*s[0][:-1], _mlp_out(s[0], a)),

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from revdsl.runtime.layers import Attention
 
 
 class MultiPosEmbed(nn.Module):
@@ -41,32 +42,15 @@ class MultiPosEmbed(nn.Module):
         return x + self.tables[self.tokens.index(n)]
 
 
-class AttentionCls(nn.Module):
+class AttentionCls(Attention):
     """Multi-head self-attention over [B, N, C] (class token first) that also returns the class
     token's attention to each patch, averaged over heads: [B, N - 1]."""
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.attn_drop = attn_drop
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def draws_random(self) -> bool:
-        return self.training and self.attn_drop > 0.0
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        drop = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
-        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
-        scale = (c // self.heads) ** -0.5
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        q, k, v = self.split_heads(x)
+        scale = q.shape[-1] ** -0.5
         cls = ((q[:, :, :1] * scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # [B, H, 1, N]
-        return out, cls[:, :, 0, 1:].mean(dim=1)
+        return self.attend(q, k, v), cls[:, :, 0, 1:].mean(dim=1)
 
 
 class KeepTokens(nn.Module):

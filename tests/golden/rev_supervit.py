@@ -499,17 +499,23 @@ class Attention(nn.Module):
     def draws_random(self) -> bool:
         return self.training and self.attn_drop > 0.0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        b, c = shape[0], shape[-1]
-        x = x.reshape(b, -1, c)
-        n = x.shape[1]
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """[B, N, C] -> q, k, v, each [B, heads, N, C / heads]."""
+        b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        return qkv.unbind(0)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention of q over k, v ([B, heads, N, D]), heads merged and projected: [B, N, C]."""
         drop = self.attn_drop if self.training else 0.0
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
-        x = x.transpose(1, 2).reshape(b, n, c)
-        return self.proj_drop(self.proj(x)).reshape(shape)
+        b, h, n, d = x.shape
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, h * d)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(shape[0], -1, shape[-1])
+        return self.attend(*self.split_heads(x)).reshape(shape)
 
 
 class Mlp(nn.Module):
@@ -566,32 +572,15 @@ class MultiPosEmbed(nn.Module):
         return x + self.tables[self.tokens.index(n)]
 
 
-class AttentionCls(nn.Module):
+class AttentionCls(Attention):
     """Multi-head self-attention over [B, N, C] (class token first) that also returns the class
     token's attention to each patch, averaged over heads: [B, N - 1]."""
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.attn_drop = attn_drop
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def draws_random(self) -> bool:
-        return self.training and self.attn_drop > 0.0
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        drop = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
-        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
-        scale = (c // self.heads) ** -0.5
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        q, k, v = self.split_heads(x)
+        scale = q.shape[-1] ** -0.5
         cls = ((q[:, :, :1] * scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # [B, H, 1, N]
-        return out, cls[:, :, 0, 1:].mean(dim=1)
+        return self.attend(q, k, v), cls[:, :, 0, 1:].mean(dim=1)
 
 
 class KeepTokens(nn.Module):
