@@ -108,7 +108,7 @@ _ISOLATED = """
 import json, sys
 from dataclasses import asdict
 from revdsl.bench import run
-from revdsl.cli import parse_sets
+from revdsl.files import parse_sets
 kwargs = json.loads(sys.argv[1])
 kwargs["overrides"] = parse_sets(kwargs.pop("sets"))
 print(json.dumps([asdict(r) for r in run(**kwargs)]))
@@ -253,7 +253,7 @@ def format_results(results: list[Result]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from revdsl.cli import parse_sets
+    from revdsl.files import parse_sets
 
     overrides = parse_sets(args.set)
     from revdsl.sizes import parse_size_args

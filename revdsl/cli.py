@@ -12,78 +12,27 @@ output file is neither created nor changed. The compile path never imports torch
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from revdsl import __version__
 from revdsl.errors import RevdslError
+from revdsl.files import UsageError, check_output, parse_sets, read_spec, write_atomically
 
 
-class UsageError(RevdslError):
-    """A bad command line (reported without a source position)."""
-
-
-def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
-    """`--set NAME=VALUE` values: numbers, strings, booleans and lists, as in the spec language."""
-    from revdsl import ast
-    from revdsl.lower import _Elaborator
-    from revdsl.parse import parse_expr
-
-    out: dict[str, Any] = {}
-    for item in items or ():
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        if not sep or not name.isidentifier():
-            raise UsageError(f"--set expects NAME=VALUE, got {item!r}")
-        try:
-            expr = parse_expr(text.strip(), f"--set {name}")
-            value = _Elaborator(ast.Spec(stmts=(), source_name="--set"), {}).ct(expr)
-        except RevdslError as exc:
-            raise UsageError(
-                f"--set {name}: cannot read {text!r} as a value ({exc.message})"
-            ) from None
-        if name in out:
-            raise UsageError(f"--set {name} is given twice")
-        out[name] = value
-    return out
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _read(spec: str) -> str:
-    try:
-        return Path(spec).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"no such spec file: {spec}") from None
-    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
-        raise UsageError(f"cannot read {spec}: {exc}") from None
+__all__ = ["UsageError", "main", "parse_sets", "write_atomically"]
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from revdsl.pipeline import compile_text
 
     overrides = parse_sets(args.set)
-    compiled = compile_text(_read(args.spec), args.spec, overrides)
-    assert compiled.source is not None
     out = Path(args.output)
-    if out.is_dir():
-        raise UsageError(f"-o {args.output} is a folder; give a file name")
+    check_output(out, [args.spec])
+    compiled = compile_text(read_spec(args.spec), args.spec, overrides)
+    assert compiled.source is not None
     write_atomically(out, compiled.source)
     if not args.quiet:
         report = compiled.report
@@ -98,7 +47,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from revdsl.report import describe
 
     overrides = parse_sets(args.set)
-    report = check_text(_read(args.spec), args.spec, overrides)
+    report = check_text(read_spec(args.spec), args.spec, overrides)
     print(describe(report, explain=args.explain))
     if not report.ok:
         from revdsl.errors import Diagnostics

@@ -28,28 +28,12 @@ import sympy
 from revdsl import ast, catalogue, ir
 from revdsl.catalogue import REQUIRED, Attr, OpDef, OpShapeError
 from revdsl.errors import ShapeError, SpecNameError, SpecTypeError
+from revdsl.names import MODULE_ATTRIBUTES, module_globals, python_reserved
 from revdsl.shapes import B, Shape, dim_symbol, to_expr
 from revdsl.source import Span
 
 # Names a submodule may not take: attributes of nn.Module and of the generated classes.
-RESERVED = frozenset(
-    {
-        "forward", "inverse", "training", "STEPS", "INPUTS", "OUTPUTS", "STOCHASTIC", "apply",
-        "cuda", "cpu", "to", "train", "eval", "parameters", "buffers", "children", "modules",
-        "state_dict", "load_state_dict", "zero_grad", "half", "float", "double", "type",
-        "extra_repr", "named_parameters", "named_buffers", "named_modules", "named_children",
-        "register_buffer", "register_parameter", "add_module", "requires_grad_", "share_memory",
-        "reversible", "checkpoint", "forward_features", "forward_head", "blocks", "inputs",
-        "outputs", "trace", "get_submodule", "get_parameter", "get_buffer", "bfloat16", "ipu",
-        "xpu", "mtia", "compile", "set_extra_state", "get_extra_state", "register_module",
-        "num_classes", "default_cfg", "pretrained_cfg", "self", "torch", "nn", "F", "math",
-    }
-)
-
-# Names a model argument may not take (they are arguments of the generated constructor too).
-_RESERVED_ARGS = frozenset({"self", "reversible", "checkpoint", "torch", "nn", "F", "math"})
-# Names a tensor value or stream may not take (python variables of the generated code).
-_RESERVED_VALUES = frozenset({"self", "torch", "nn", "F", "math", "options", "pre_logits"})
+RESERVED = MODULE_ATTRIBUTES | {"torch", "nn", "F", "math"}
 
 _CT_FUNCS: dict[str, Callable[..., Any]] = {
     "range": range, "len": len, "min": min, "max": max, "int": int, "float": float,
@@ -163,6 +147,8 @@ class _Elaborator:
         self.entry_mode = False
         self.plain: _Plain | None = None
         self.n_plain = 0
+        # tensor values local to a closed block (for the error when a later block reads them)
+        self.block_locals: dict[str, Span | None] = {}
 
     # ---- helpers ------------------------------------------------------------------------------
 
@@ -175,6 +161,14 @@ class _Elaborator:
         for level in range(len(self.scopes) - 1, -1, -1):
             if name in self.scopes[level]:
                 return self.scopes[level][name], level
+        if name in self.block_locals:
+            raise SpecNameError(
+                f"'{name}' was computed inside the block at line {_line(self.block_locals[name])},"
+                " and a block's values end with it",
+                span,
+                ["compute it inside the block that reads it (each block is undone on its own, "
+                 "from its streams alone)"],
+            )
         known = sorted({k for s in self.scopes for k in s} | set(_CT_FUNCS))
         close = difflib.get_close_matches(name, known, n=1)
         hint = [f"did you mean '{close[0]}'?"] if close else []
@@ -183,16 +177,31 @@ class _Elaborator:
     def bind(self, name: str, value: Any, level: int | None = None) -> None:
         self.scopes[-1 if level is None else level][name] = value
 
+    def bind_ct(self, name: str, value: Any) -> None:
+        """Bind a compile-time value assigned inside a segment. Blocks are not lexical scopes
+        for compile-time values (a `rate = 0.5` between two repeats is seen by the second): the
+        name is rebound where it already lives, or else at the segment's level."""
+        seg = self.seg
+        assert seg is not None
+        for level in range(len(self.scopes) - 1, -1, -1):
+            if name in self.scopes[level]:
+                self.scopes[level][name] = value
+                return
+        self.scopes[seg.scope if self.blk is not None else -1][name] = value
+
     def _check_ident(self, name: str, span: Span | None, what: str) -> None:
         """Refuse names that would break the generated Python (keywords, our own names)."""
         if what in ("layer", "segment"):
-            reserved = RESERVED
-        elif what in ("parameter", "model"):
-            reserved = _RESERVED_ARGS
-        else:
-            reserved = _RESERVED_VALUES
-        if keyword.iskeyword(name) or name in reserved or name.startswith("_"):
-            raise SpecNameError(f"'{name}' cannot be used as a {what} name", span)
+            taken = name in RESERVED
+        elif what == "parameter":  # a constructor argument and an attribute of the model
+            taken = name in module_globals() or name in MODULE_ATTRIBUTES or name in (
+                "reversible", "checkpoint", "overrides", "fixed")
+        else:  # the model's class name, values and streams: names in the generated file
+            taken = name in module_globals() or python_reserved(name)
+        if keyword.iskeyword(name) or taken or name.startswith("_"):
+            raise SpecNameError(
+                f"'{name}' cannot be used as a {what} name: the generated module uses it", span,
+                ["choose another name"])
 
     # ---- statements ---------------------------------------------------------------------------
 
@@ -221,6 +230,11 @@ class _Elaborator:
             raise SpecNameError("the spec has no `output NAME` statement", self._first_span())
         items = self._name_segments()
         model_modules = self._name_modules(self.model_modules, scope="model")
+        args = {p.name: p for p in self.params if p.kind == "arg"}
+        for name, node in model_modules:
+            if name in args:  # the model keeps each argument as an attribute of that name
+                raise SpecNameError(f"'{name}' names a layer and a model argument (line "
+                                    f"{_line(args[name].span)})", node.span)
         taken = {name for name, _ in model_modules}
         for item in items:
             if isinstance(item, ir.Segment | ir.PlainBlock):
@@ -257,7 +271,11 @@ class _Elaborator:
 
     def stmt(self, s: ast.Stmt) -> None:
         method = getattr(self, "s_" + type(s).__name__)
-        method(s)
+        self._nest(s.span, 1)
+        try:
+            method(s)
+        finally:
+            self._depth -= 1
 
     def _top_only(self, s: ast.Stmt, what: str) -> None:
         if self.seg is not None or self.in_head or len(self.scopes) > 1 or self._loop_depth:
@@ -618,7 +636,9 @@ class _Elaborator:
         if blk is None or seg is None:
             return
         self.blk = None
-        self.scopes.pop()
+        for name, value in self.scopes.pop().items():
+            if isinstance(value, TVal) and not any(name in sc for sc in self.scopes):
+                self.block_locals[name] = blk.span
         if not blk.steps:
             return
         outputs = tuple(seg.live[n].current for n in sorted(seg.live, key=lambda n: seg.order[n]))
@@ -753,6 +773,12 @@ class _Elaborator:
         target = self._target_stream(s.target)
         if target is None and s.target.index is not None:
             self._stream_name(s.target, create=False)  # raises: "s[1] is not a stream; ..."
+        if target is None and s.target.index is None and self._defined(s.target.name):
+            cur, _ = self.lookup(s.target.name, s.target.span)
+            if not isinstance(cur, TVal | StreamArray | ir.RuntimeRef):
+                # a compile-time value (`c *= 4`): arithmetic, not a step
+                self.bind_ct(s.target.name, self.binop(s.op, cur, self.ct(s.value), s.span))
+                return
         if target is None:
             raise SpecTypeError(
                 f"'{s.target.name}' is not a stream of this segment; only streams can be "
@@ -776,7 +802,7 @@ class _Elaborator:
                 if t.index is not None or isinstance(self.scopes[seg.scope].get(t.name),
                                                      StreamSlot):
                     raise SpecTypeError("a stream can only be given a tensor", s.span)
-                self.bind(t.name, v)
+                self.bind_ct(t.name, v)
             return
         blk = self._ensure_block(s.span)
         # a bijective rearrangement of streams (chunk, cat, space_to_depth)?
@@ -898,7 +924,20 @@ class _Elaborator:
         return _truth(v, e.span)
 
     def ev(self, e: ast.Expr) -> Any:
-        return getattr(self, "e_" + type(e).__name__)(e)
+        self._nest(e.span, 1)
+        try:
+            return getattr(self, "e_" + type(e).__name__)(e)
+        finally:
+            self._depth -= 1
+
+    _depth = 0
+
+    def _nest(self, span: Span | None, n: int) -> None:
+        self._depth += n
+        if self._depth > MAX_NESTING:
+            self._depth = 0
+            raise SpecTypeError(f"expressions and statements nest more than {MAX_NESTING} deep "
+                                "here", span)
 
     def e_Number(self, e: ast.Number) -> Any:
         return _ct_check_value(e.value, e.span)
@@ -991,6 +1030,10 @@ class _Elaborator:
         hi = None if e.upper is None else self.ct(e.upper)
         if not isinstance(base, list | tuple):
             raise SpecTypeError(f"cannot slice {_kind(base)}", e.span)
+        for v, part in ((lo, e.lower), (hi, e.upper)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise SpecTypeError(f"a slice bound must be an integer, got {_kind(v)}",
+                                    part.span if part is not None else e.span)
         return list(base[lo:hi])
 
     def e_UnaryOp(self, e: ast.UnaryOp) -> Any:
@@ -1027,6 +1070,10 @@ class _Elaborator:
         for v in (a, b):
             if isinstance(v, StreamArray | ir.RuntimeRef):
                 raise SpecTypeError(f"'{op}' is not defined for {_kind(v)}", span)
+        if op == "*" and isinstance(a, list) and isinstance(b, int) and not isinstance(b, bool):
+            self.work(span, len(a) * max(b, 0))  # list repetition builds that many items
+        elif op == "+" and isinstance(a, list) and isinstance(b, list):
+            self.work(span, len(a) + len(b))
         return _ct_binop(op, a, b, span)
 
     def e_Compare(self, e: ast.Compare) -> Any:
@@ -1245,12 +1292,39 @@ class _Elaborator:
                         ("it takes: " + ", ".join(known)) if known else "it takes no attributes")
                 raise SpecNameError(f"{opdef.name}() has no attribute '{k}'", where, [note])
             out[k] = _check_attr(opdef, spec, v, where)
+            self._check_domain(opdef, spec, out[k], where)
         for a in opdef.attrs:
             if a.name not in out:
                 if a.default is REQUIRED:
                     raise SpecTypeError(f"{opdef.name}() needs '{a.name}'", span)
                 out[a.name] = a.default
         return out
+
+    def _check_domain(self, opdef: OpDef, spec: Attr, v: Any, span: Span | None) -> None:
+        """Refuse a number outside the attribute's domain (a drop rate of 1.5, an eps of 0).
+        A value that depends on model arguments is checked at their default values."""
+        if spec.domain is None or isinstance(v, bool | str | ir.RuntimeRef) or v is None:
+            return
+        values = v if isinstance(v, tuple | list) else (v,)
+        for x in values:
+            shown = x
+            if isinstance(x, sympy.Basic):
+                x = x.subs({p.symbol: p.default for p in self.params if p.symbol is not None})
+                if not x.is_number:
+                    continue
+                if not x.is_finite:
+                    raise SpecTypeError(f"{opdef.name}(): '{spec.name}' = {shown} is not a finite "
+                                        "number", span)
+                x = float(x)
+            if isinstance(x, int | float) and not math.isfinite(x):
+                raise SpecTypeError(f"{opdef.name}(): '{spec.name}' = {x} is not a finite number",
+                                    span)
+            why = spec.out_of_domain(x)
+            if why:
+                at = "" if shown is x or not isinstance(shown, sympy.Basic) else (
+                    f" ({shown} at the model arguments' defaults)")
+                raise SpecTypeError(f"{opdef.name}(): '{spec.name}' {why}, got {_num_text(x)}{at}",
+                                    span)
 
     # ---- naming -------------------------------------------------------------------------------
 
@@ -1347,6 +1421,10 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+def _num_text(x: Any) -> str:
+    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
 def _line(span: Span | None) -> str:
     return str(span.line) if span is not None else "?"
 
@@ -1388,7 +1466,8 @@ def _truth(v: Any, span: Span | None) -> bool:
 # `depth = 10 ** 100` or a `range(10 ** 9)` a clear error instead of a hang
 MAX_INT = 2**53
 MAX_LIST = 100_000
-MAX_WORK = 200_000  # loop iterations and op applications while unrolling one spec
+MAX_WORK = 200_000
+MAX_NESTING = 2_000  # nested expressions and statements (a 500-term sum is 500 deep)  # loop iterations and op applications while unrolling one spec
 
 
 def _ct_binop(op: str, a: Any, b: Any, span: Span | None) -> Any:
@@ -1411,6 +1490,13 @@ def _ct_check_value(v: Any, span: Span | None) -> Any:
         raise SpecTypeError(f"{v} is too large for a compile-time value (at most 2**53)", span)
     if isinstance(v, float) and not math.isfinite(v):
         raise SpecTypeError(f"the value {v} is not a finite number", span)
+    if isinstance(v, complex):
+        raise SpecTypeError("the result is not a real number", span)
+    if isinstance(v, sympy.Basic):
+        if v.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
+            raise SpecTypeError(f"the value {v} is not a finite number", span)
+        if v.is_number and v.is_real is False:
+            raise SpecTypeError("the result is not a real number", span)
     return v
 
 
@@ -1590,6 +1676,12 @@ def _source_op(values: list[Any]) -> ir.OpNode | None:
                for i, n in enumerate(nodes)) and src.n_out == len(nodes):
             return src
     return None
+
+
+def eval_constant(expr: ast.Expr) -> Any:
+    """The compile-time value of an expression that reads no spec names (a `--set` value or an
+    override given from Python): numbers, strings, booleans, lists and their arithmetic."""
+    return _Elaborator(ast.Spec(stmts=(), source_name="--set"), {}).ct(expr)
 
 
 def lower(spec: ast.Spec, overrides: dict[str, Any] | None = None) -> ir.Program:

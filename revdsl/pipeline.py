@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from revdsl import ir
+from revdsl.deep import run_deep
 from revdsl.lower import lower
 from revdsl.parse import parse
 from revdsl.verify import Report, verify
@@ -29,17 +30,20 @@ def read_spec(path: str | Path) -> tuple[str, str]:
 
 
 def elaborate(text: str, name: str, overrides: dict[str, Any] | None = None) -> ir.Program:
-    return lower(parse(text, name), overrides)
+    return run_deep(lambda: lower(parse(text, name), overrides))
 
 
 def check_text(text: str, name: str, overrides: dict[str, Any] | None = None) -> Report:
-    return verify(elaborate(text, name, overrides))
+    return run_deep(lambda: verify(elaborate(text, name, overrides)))
 
 
 def compile_text(text: str, name: str, overrides: dict[str, Any] | None = None) -> Compiled:
     from revdsl.codegen.generate import generate
 
-    program = elaborate(text, name, overrides)
-    report = verify(program)
-    report.raise_if_failed()
-    return Compiled(program, report, generate(program, report))
+    def run() -> Compiled:
+        program = elaborate(text, name, overrides)
+        report = verify(program)
+        report.raise_if_failed()
+        return Compiled(program, report, generate(program, report))
+
+    return run_deep(run)

@@ -186,14 +186,14 @@ def format_outcome(name: str, outcome: Outcome, tol: float, dtype: str) -> str:
 def cmd_test(args: argparse.Namespace) -> int:
     import torch
 
-    from revdsl.cli import UsageError, _read, parse_sets
+    from revdsl.files import UsageError, parse_sets, read_spec
     from revdsl.loader import load_source
     from revdsl.pipeline import compile_text
     from revdsl.sizes import parse_size_args
 
     if args.examples < 1:
         raise UsageError("--examples must be at least 1")
-    compiled = compile_text(_read(args.spec), args.spec, parse_sets(args.set))
+    compiled = compile_text(read_spec(args.spec), args.spec, parse_sets(args.set))
     module = load_source(compiled.source)
     dtype = {"float64": torch.float64, "float32": torch.float32}[args.dtype]
     torch.manual_seed(args.seed)

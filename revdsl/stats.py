@@ -174,10 +174,10 @@ def format_table(st: Stats, batch: int = 1) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from revdsl.cli import _read, parse_sets
+    from revdsl.files import parse_sets, read_spec
     from revdsl.pipeline import check_text
 
-    report = check_text(_read(args.spec), args.spec, parse_sets(args.set))
+    report = check_text(read_spec(args.spec), args.spec, parse_sets(args.set))
     report.raise_if_failed()
     from revdsl import sizes as sizes_mod
 

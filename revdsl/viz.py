@@ -343,11 +343,12 @@ def render(report: Report, out: Path, expand: bool = False,
     fmt = out.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise VizError(f"cannot draw to '{out.suffix}': use .svg, .png, .pdf or .dot")
+    from revdsl.files import check_output, write_atomically
+
+    check_output(out, [report.program.source_name])
     g = draw(report, expand, sizes)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "dot":
-        from revdsl.cli import write_atomically
-
         write_atomically(out, g.source)
         return
     if shutil.which("dot") is None:
@@ -361,10 +362,10 @@ def render(report: Report, out: Path, expand: bool = False,
 
 def cmd_viz(args: argparse.Namespace) -> int:
     from revdsl import sizes as sizes_mod
-    from revdsl.cli import _read, parse_sets
+    from revdsl.files import parse_sets, read_spec
     from revdsl.pipeline import check_text
 
-    report = check_text(_read(args.spec), args.spec, parse_sets(args.set))
+    report = check_text(read_spec(args.spec), args.spec, parse_sets(args.set))
     given = sizes_mod.parse_size_args(args.size)
     try:
         sizes = sizes_mod.first(sizes_mod.resolve(report.program, given))

@@ -61,6 +61,41 @@ class Attr:
     runtime: bool = False
     symbolic: bool = True
     doc: str = ""
+    # the values a number may take: (low, high, low_open, high_open); None bound: unbounded
+    domain: tuple[float | None, float | None, bool, bool] | None = None
+    # a probability of dropping something: a non-zero value makes the op draw random numbers
+    random: bool = False
+
+    def out_of_domain(self, v: float) -> str | None:
+        """Why the number `v` is not an acceptable value of this attribute (None if it is)."""
+        if self.domain is None:
+            return None
+        lo, hi, lo_open, hi_open = self.domain
+        if (lo is not None and (v < lo or (lo_open and v == lo))) or (
+            hi is not None and (v > hi or (hi_open and v == hi))
+        ):
+            return f"must be in {describe_domain(self.domain)}"
+        return None
+
+
+def describe_domain(d: tuple[float | None, float | None, bool, bool]) -> str:
+    lo, hi, lo_open, hi_open = d
+    if hi is None:
+        return f"{'(' if lo_open else '['}{_num(lo)}, inf)" if lo is not None else "any number"
+    return (f"{'(' if lo_open else '['}{_num(lo) if lo is not None else '-inf'}, "
+            f"{_num(hi)}{')' if hi_open else ']'}")
+
+
+def _num(v: float | None) -> str:
+    return str(int(v)) if v is not None and float(v).is_integer() else str(v)
+
+
+# common domains
+PROBABILITY = (0.0, 1.0, False, True)  # a drop rate: 1 would drop everything
+POSITIVE = (0.0, None, True, False)
+NONNEGATIVE = (0.0, None, False, False)
+UNIT = (0.0, 1.0, False, False)
+UNIT_OPEN_LOW = (0.0, 1.0, True, False)  # a keep rate: keeps at least one token
 
 
 ShapeRule = Callable[[Sequence[Shape], dict[str, Any]], Shape | tuple[Shape, ...]]

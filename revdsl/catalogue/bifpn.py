@@ -8,7 +8,7 @@ from typing import Any
 import sympy
 
 from revdsl import algebra
-from revdsl.catalogue import Attr, OpDef, OpShapeError, register
+from revdsl.catalogue import Attr, OpDef, OpShapeError, POSITIVE, PROBABILITY, UNIT, register
 from revdsl.catalogue.conv import conv_out
 from revdsl.catalogue.core import need_rank, same_shape
 from revdsl.shapes import Shape, numel, to_expr
@@ -95,9 +95,9 @@ register(
             Attr("out", "int", minimum=1),
             Attr("kernel", "int", minimum=1, default=3, symbolic=False),
             Attr("stride", "int", minimum=1, default=1, symbolic=False),
-            Attr("expand", "number", default=1, symbolic=False),
-            Attr("se", "number", default=0.0, symbolic=False),
-            Attr("drop", "float", default=0.0),
+            Attr("expand", "number", default=1, symbolic=False, domain=POSITIVE),
+            Attr("se", "number", default=0.0, symbolic=False, domain=UNIT),
+            Attr("drop", "float", default=0.0, domain=PROBABILITY, random=True),
             Attr("zero_init", "bool", default=False),
         ),
         shape=_mb_shape, stochastic=True,

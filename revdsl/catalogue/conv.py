@@ -8,7 +8,7 @@ from typing import Any
 
 import sympy
 
-from revdsl.catalogue import Attr, OpDef, OpShapeError, register
+from revdsl.catalogue import Attr, OpDef, OpShapeError, POSITIVE, UNIT, register
 from revdsl.catalogue.core import need_rank, same_shape
 from revdsl.shapes import Shape, numel, simp, to_expr
 
@@ -71,7 +71,8 @@ register(
         "running statistics are updated once per step even when the reversible backward "
         "recomputes it",
         module="BatchNorm2d", inputs=1, default_name="bn",
-        attrs=(Attr("eps", "float", default=1e-5), Attr("momentum", "float", default=0.1)),
+        attrs=(Attr("eps", "float", default=1e-5, domain=POSITIVE),
+               Attr("momentum", "float", default=0.1, domain=UNIT)),
         shape=lambda s, a: (need_rank(s[0], (4,), "batchnorm"), s[0])[1],
         ctor=lambda s, a: [
             ("num_features", s[0][1]), ("eps", a["eps"], 1e-5),

@@ -13,7 +13,7 @@ from typing import Any
 import sympy
 
 from revdsl import algebra
-from revdsl.catalogue import MAX_PARTS, Attr, OpDef, OpShapeError, fmt_value, register
+from revdsl.catalogue import Attr, MAX_PARTS, OpDef, OpShapeError, POSITIVE, PROBABILITY, fmt_value, register
 from revdsl.shapes import Shape, broadcast, fmt_shape, numel, same, simp, to_expr
 
 # ---- shape helpers ----------------------------------------------------------------------------
@@ -305,7 +305,7 @@ register(
     OpDef(
         name="layernorm",
         doc="layernorm(x, eps=1e-6): LayerNorm over the last dim",
-        module="nn.LayerNorm", inputs=1, attrs=(Attr("eps", "float", default=1e-6),),
+        module="nn.LayerNorm", inputs=1, attrs=(Attr("eps", "float", default=1e-6, domain=POSITIVE),),
         shape=same_shape, default_name="norm",
         ctor=lambda s, a: [("dim", s[0][-1]), ("eps", a["eps"])],
         params=lambda s, a: 2 * s[0][-1],
@@ -316,7 +316,7 @@ register(
     OpDef(
         name="dropout",
         doc="dropout(x, p=0): elementwise dropout (replayed exactly in the reversible backward)",
-        module="nn.Dropout", inputs=1, positional=("p",), attrs=(Attr("p", "float", default=0.0),),
+        module="nn.Dropout", inputs=1, positional=("p",), attrs=(Attr("p", "float", default=0.0, domain=PROBABILITY, random=True),),
         shape=same_shape, default_name="drop", stochastic=True,
         ctor=lambda s, a: [("p", a["p"])],
         saved=lambda i, o, a: [i[0]] if a["p"] else [],  # the mask (bool, counted as bytes)
@@ -327,7 +327,7 @@ register(
         name="drop_path",
         doc="drop_path(x, rate=0): stochastic depth, one keep/drop draw per sample",
         module="DropPath", inputs=1, positional=("rate",),
-        attrs=(Attr("rate", "float", default=0.0),),
+        attrs=(Attr("rate", "float", default=0.0, domain=PROBABILITY, random=True),),
         shape=same_shape, default_name="drop_path", stochastic=True,
         ctor=lambda s, a: [("drop_path", a["rate"])],
         saved=lambda i, o, a: [(i[0][0],)] if a["rate"] else [],

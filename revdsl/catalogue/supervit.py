@@ -11,7 +11,7 @@ from typing import Any
 
 import sympy
 
-from revdsl.catalogue import Attr, OpDef, OpShapeError, register
+from revdsl.catalogue import Attr, OpDef, OpShapeError, PROBABILITY, UNIT_OPEN_LOW, register
 from revdsl.catalogue.core import need_rank
 from revdsl.catalogue.vit import _attention_macs
 from revdsl.ir import RuntimeRef
@@ -63,7 +63,8 @@ register(
         "token first) and the class token's attention to each patch, averaged over heads",
         module="AttentionCls", inputs=1, default_name="attn", n_outputs=lambda a: 2,
         attrs=(Attr("heads", "int", minimum=1), Attr("qkv_bias", "bool", default=True),
-               Attr("attn_drop", "float", default=0.0), Attr("proj_drop", "float", default=0.0)),
+               Attr("attn_drop", "float", default=0.0, domain=PROBABILITY, random=True),
+               Attr("proj_drop", "float", default=0.0, domain=PROBABILITY, random=True)),
         shape=_attn_cls_shape,
         ctor=lambda s, a: [("dim", s[0][-1]), ("heads", a["heads"]),
                            ("qkv_bias", a["qkv_bias"], True), ("attn_drop", a["attn_drop"], 0.0),
@@ -108,7 +109,7 @@ register(
         "patches with the highest score in every stream (N counts the class token); not "
         "invertible: a stored boundary between reversible segments",
         module="KeepTokens", inputs=3, default_name="keep", n_outputs=lambda a: 2,
-        attrs=(Attr("keep_rate", "float", default=1.0, runtime=True),),
+        attrs=(Attr("keep_rate", "float", default=1.0, runtime=True, domain=UNIT_OPEN_LOW),),
         shape=_keep_shape, ctor=lambda s, a: [], call_kwargs=("keep_rate",),
         boundary_only=True,
         saved=lambda i, o, a: [(i[0][0], to_expr(i[1][1]) - 1)],  # the kept indices

@@ -11,7 +11,7 @@ from typing import Any
 
 import sympy
 
-from revdsl.catalogue import Attr, OpDef, OpShapeError, register
+from revdsl.catalogue import Attr, OpDef, OpShapeError, POSITIVE, PROBABILITY, register
 from revdsl.catalogue.core import need_rank, same_shape, tokens
 from revdsl.shapes import Shape, fmt_shape, numel, simp, to_expr
 
@@ -119,8 +119,8 @@ register(
         attrs=(
             Attr("heads", "int", minimum=1),
             Attr("qkv_bias", "bool", default=True),
-            Attr("attn_drop", "float", default=0.0),
-            Attr("proj_drop", "float", default=0.0),
+            Attr("attn_drop", "float", default=0.0, domain=PROBABILITY, random=True),
+            Attr("proj_drop", "float", default=0.0, domain=PROBABILITY, random=True),
         ),
         shape=_attention_shape, stochastic=False,
         ctor=lambda s, a: [
@@ -153,10 +153,10 @@ register(
         "dim (hidden = ratio * C unless given; out = C unless given)",
         module="Mlp", inputs=1, default_name="mlp",
         attrs=(
-            Attr("ratio", "number", default=4.0),
+            Attr("ratio", "number", default=4.0, domain=POSITIVE),
             Attr("hidden", "int", minimum=1, default=0),
             Attr("out", "int", minimum=1, default=0),
-            Attr("drop", "float", default=0.0),
+            Attr("drop", "float", default=0.0, domain=PROBABILITY, random=True),
         ),
         shape=lambda s, a: (*s[0][:-1], _mlp_out(s[0], a)),
         stochastic=False,

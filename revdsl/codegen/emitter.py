@@ -3,7 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
+
+
+def docstring_safe(text: str) -> str:
+    """`text` made safe inside a triple-quoted docstring or a comment: backslashes, quotes that
+    could close the string, and characters Python or an editor would take as a line break or
+    hide are escaped."""
+    out = []
+    for ch in text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"'):
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def display_name(path: str) -> str:
+    """A spec's file name as generated code shows it: the last path component, with anything
+    but letters, digits and `._+-` replaced by `_` (the name is not validated by the grammar)."""
+    base = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9._+\-]", "_", base) or "_"
 
 
 class Emitter:
@@ -13,6 +34,7 @@ class Emitter:
         self._indent = indent
 
     def line(self, text: str = "") -> None:
+        assert "\n" not in text and "\r" not in text, "one line at a time"
         self._lines.append(self._indent * self._depth + text if text else "")
 
     def lines(self, text: str) -> None:
@@ -41,7 +63,7 @@ class Emitter:
             self._depth -= 1
 
     def docstring(self, text: str) -> None:
-        body = text.strip("\n").splitlines()
+        body = [docstring_safe(t) for t in text.strip("\n").split("\n")]
         if len(body) == 1:
             self.line(f'"""{body[0]}"""')
             return
