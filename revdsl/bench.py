@@ -284,7 +284,6 @@ def add_command(sub: Any, spec_args: Any) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--size", action="append", metavar="DIM=N")
     p.add_argument("--rss", action="store_true", help="also the peak RSS of a fresh process")
     p.add_argument("--budget", metavar="GiB", help="find the largest batch within this budget")
     p.add_argument("--json", action="store_true")

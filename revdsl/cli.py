@@ -21,8 +21,12 @@ from revdsl import __version__
 from revdsl.errors import RevdslError
 from revdsl.files import UsageError, check_output, parse_sets, read_spec, write_atomically
 
-
 __all__ = ["UsageError", "main", "parse_sets", "write_atomically"]
+
+
+def print_warnings(warnings: Sequence[RevdslError]) -> None:
+    for w in warnings:
+        print(w.render(), file=sys.stderr)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -33,6 +37,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     check_output(out, [args.spec])
     compiled = compile_text(read_spec(args.spec), args.spec, overrides)
     assert compiled.source is not None
+    print_warnings(compiled.report.warnings)
     write_atomically(out, compiled.source)
     if not args.quiet:
         report = compiled.report
@@ -48,7 +53,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     overrides = parse_sets(args.set)
     report = check_text(read_spec(args.spec), args.spec, overrides)
-    print(describe(report, explain=args.explain))
+    from revdsl.sizes import parse_size_args
+
+    print(describe(report, explain=args.explain, sizes=parse_size_args(args.size)))
+    print_warnings(report.warnings)
     if not report.ok:
         from revdsl.errors import Diagnostics
 
@@ -80,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("spec", help="the .rev spec file")
         sp.add_argument("--set", action="append", metavar="NAME=VALUE",
                         help="override a spec parameter (repeatable)")
+        sp.add_argument("--size", action="append", metavar="DIM=N",
+                        help="a value for a free input size (`input img: [B, 3, S, S]`)")
 
     c = sub.add_parser("compile", help="verify a spec and write the PyTorch module")
     spec_args(c)

@@ -35,7 +35,7 @@ def run_deep(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
             result.append(fn(*args, **kwargs))
         except RecursionError:
             error.append(RevdslError("the spec is nested too deeply to compile"))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as exc:
             error.append(exc)
 
     with _lock:

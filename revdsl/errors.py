@@ -32,11 +32,11 @@ class RevdslError(Exception):
     def render(self, where: str | None = None) -> str:
         """The diagnostic text: `path:line:col: error: message`, source line, caret, notes."""
         if self.span is not None:
-            head = f"{self.span.location}: error: {self.message}"
+            head = f"{self.span.location}: {self.kind}: {self.message}"
             body = [head, self.span.excerpt()]
         else:
             prefix = f"{where}: " if where else ""
-            body = [f"{prefix}error: {self.message}"]
+            body = [f"{prefix}{self.kind}: {self.message}"]
         body.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(body)
 
@@ -70,6 +70,17 @@ class OpCheckError(RevdslError):
 
 class CodegenError(RevdslError):
     """The program is valid but cannot be emitted (should be rare)."""
+
+
+class SpecWarning(RevdslError):
+    """Something legal but almost certainly unintended (a layer that never reaches the output).
+    Rendered like an error with `warning:`; it never stops a compile."""
+
+    kind = "warning"
+
+
+class RevdslWarning(UserWarning):
+    """The Python-API form of a SpecWarning (`revdsl.load` issues it with `warnings.warn`)."""
 
 
 class Diagnostics(RevdslError):

@@ -259,6 +259,8 @@ class Program:
     model_modules: tuple[tuple[str, OpNode], ...]
     overrides: tuple[tuple[str, Any], ...] = ()
     span: Span | None = _span()
+    # positioned warnings found while elaborating (a segment left with no blocks, say)
+    warnings: tuple[Any, ...] = ()
 
     @property
     def segments(self) -> tuple[Segment, ...]:

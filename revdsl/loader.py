@@ -14,34 +14,33 @@ import hashlib
 import linecache
 import sys
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
-from revdsl.errors import RevdslError
+from revdsl.errors import RevdslWarning
 
 
 def _spec_text(spec: str | Path) -> tuple[str, str]:
+    from revdsl.files import read_spec
+
     if isinstance(spec, Path) or ("\n" not in str(spec) and str(spec).endswith(".rev")):
-        path = Path(spec)
-        if not path.is_file():
-            raise RevdslError(f"no such spec file: {spec}")
-        return path.read_text(encoding="utf-8"), str(spec)
+        return read_spec(spec), str(spec)
     if "\n" in spec or spec.lstrip().startswith(("model", "#")):
         return spec, "<spec>"
-    path = Path(spec)
-    if path.is_file():
-        return path.read_text(encoding="utf-8"), str(spec)
-    raise RevdslError(f"no such spec file: {spec}")
+    return read_spec(spec), str(spec)
 
 
 def compile_spec(spec: str | Path, **overrides: Any) -> str:
     """The generated module's source. `spec` is a path to a .rev file or the spec text itself;
     keyword arguments override spec parameters like `--set`."""
-    from revdsl.pipeline import compile_text
+    from revdsl.pipeline import GIVEN_AS_KEYWORD, compile_text
 
     text, name = _spec_text(spec)
-    compiled = compile_text(text, name, overrides)
+    compiled = compile_text(text, name, overrides, GIVEN_AS_KEYWORD)
     assert compiled.source is not None
+    for w in compiled.report.warnings:
+        warnings.warn(RevdslWarning(w.render()), stacklevel=3)
     return compiled.source
 
 

@@ -27,7 +27,7 @@ import sympy
 
 from revdsl import ast, catalogue, ir
 from revdsl.catalogue import REQUIRED, Attr, OpDef, OpShapeError
-from revdsl.errors import ShapeError, SpecNameError, SpecTypeError
+from revdsl.errors import ShapeError, SpecNameError, SpecTypeError, SpecWarning
 from revdsl.names import MODULE_ATTRIBUTES, module_globals, python_reserved
 from revdsl.shapes import B, Shape, dim_symbol, to_expr
 from revdsl.source import Span
@@ -40,6 +40,8 @@ _CT_FUNCS: dict[str, Callable[..., Any]] = {
     "round": round, "abs": abs, "sum": sum, "bool": bool, "list": list,
     "floor": math.floor, "ceil": math.ceil, "sqrt": math.sqrt, "log2": math.log2,
 }
+# the builtins that take one list (and so a generator: `sum(f(i) for i in range(n))`)
+_LIST_FUNCS = frozenset({"sum", "min", "max", "len", "list"})
 
 
 # ---- elaboration-time values -----------------------------------------------------------------
@@ -125,8 +127,10 @@ class _Segment:
 
 
 class _Elaborator:
-    def __init__(self, spec: ast.Spec, overrides: dict[str, Any]) -> None:
+    def __init__(self, spec: ast.Spec, overrides: dict[str, Any],
+                 given_as: str = "--set {name}") -> None:
         self.spec = spec
+        self.given_as = given_as
         self.overrides = dict(overrides)
         self.used_overrides: set[str] = set()
         self._ids = itertools.count()
@@ -149,6 +153,7 @@ class _Elaborator:
         self.n_plain = 0
         # tensor values local to a closed block (for the error when a later block reads them)
         self.block_locals: dict[str, Span | None] = {}
+        self.warnings: list[SpecWarning] = []
 
     # ---- helpers ------------------------------------------------------------------------------
 
@@ -170,8 +175,15 @@ class _Elaborator:
                  "from its streams alone)"],
             )
         known = sorted({k for s in self.scopes for k in s} | set(_CT_FUNCS))
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = [f"did you mean '{close[0]}'?"] if close else []
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        if close:
+            hint = [f"did you mean '{close[0]}'?"]
+        elif self.seg is not None:
+            hint = [f"if '{name}' is a stream, add it to the segment's `streams` "
+                    "declaration; a block reads only its segment's streams and its own values"]
+        else:
+            hint = [f"if '{name}' is an input of the model, declare it with "
+                    f"`input {name}: [B, ...]`"]
         raise SpecNameError(f"unknown name '{name}'", span, hint)
 
     def bind(self, name: str, value: Any, level: int | None = None) -> None:
@@ -217,7 +229,7 @@ class _Elaborator:
             name = sorted(unknown)[0]
             close = difflib.get_close_matches(name, declared, n=1)
             raise SpecNameError(
-                f"--set {name}: the spec declares no parameter '{name}'",
+                f"{self.given_as.format(name=name)}: the spec declares no parameter '{name}'",
                 None,
                 [f"did you mean '{close[0]}'?" if close else
                  "declared parameters: " + (", ".join(declared) or "none")],
@@ -255,6 +267,7 @@ class _Elaborator:
             output_name=self.output[0],
             model_modules=tuple(model_modules),
             overrides=tuple(sorted(self.overrides.items())),
+            warnings=tuple(self.warnings),
         )
 
     def _first_span(self) -> Span | None:
@@ -300,7 +313,8 @@ class _Elaborator:
         default = self.ct(s.value)
         value = default
         if s.name in self.overrides:
-            value = _coerce_override(s.name, self.overrides[s.name], default, s.name_span)
+            value = _coerce_override(self.given_as.format(name=s.name), self.overrides[s.name],
+                                     default, s.name_span)
             self.used_overrides.add(s.name)
         if s.kind == "arg":
             if not isinstance(value, int | float) or isinstance(value, bool):
@@ -520,6 +534,9 @@ class _Elaborator:
             else:
                 # no reversible blocks (e.g. a stage that is only its transition): the streams
                 # keep their initial values, computed by ordinary statements
+                self.warnings.append(SpecWarning(
+                    f"segment '{s.name or key}' has no reversible steps (a `repeat` that runs "
+                    "0 times?): its streams pass through unchanged", s.span))
                 self.items.extend(seg.entry_assign)
                 final = [(e.stream, e.node) for e in seg.entry]
         finally:
@@ -995,6 +1012,11 @@ class _Elaborator:
         return out
 
     def e_GenCall(self, e: ast.GenCall) -> Any:
+        if e.func not in _LIST_FUNCS:
+            close = difflib.get_close_matches(e.func, list(_CT_FUNCS), n=1, cutoff=0.75)
+            raise SpecNameError(
+                f"'{e.func}' cannot take a generator: only {', '.join(sorted(_LIST_FUNCS))} do",
+                e.span, [f"did you mean '{close[0]}'?"] if close else [])
         items = self.e_ListComp(ast.ListComp(elt=e.elt, var=e.var, iter=e.iter, span=e.span))
         return self.call_builtin(e.func, [items], {}, e.span)
 
@@ -1124,7 +1146,8 @@ class _Elaborator:
         if e.func == "sum":
             return self.call_builtin("sum", args, kwargs, e.span)
         if opdef is None:
-            close = difflib.get_close_matches(e.func, catalogue.names() + list(_CT_FUNCS), n=1)
+            pool = catalogue.names() if has_tensor else catalogue.names() + list(_CT_FUNCS)
+            close = difflib.get_close_matches(e.func, pool, n=1, cutoff=0.75)
             raise SpecNameError(
                 f"unknown op '{e.func}'", e.func_span or e.span,
                 [f"did you mean '{close[0]}'?"] if close else
@@ -1303,7 +1326,8 @@ class _Elaborator:
     def _check_domain(self, opdef: OpDef, spec: Attr, v: Any, span: Span | None) -> None:
         """Refuse a number outside the attribute's domain (a drop rate of 1.5, an eps of 0).
         A value that depends on model arguments is checked at their default values."""
-        if spec.domain is None or isinstance(v, bool | str | ir.RuntimeRef) or v is None:
+        if (spec.domain is None and spec.minimum is None) or isinstance(
+                v, bool | str | ir.RuntimeRef) or v is None:
             return
         values = v if isinstance(v, tuple | list) else (v,)
         for x in values:
@@ -1320,6 +1344,9 @@ class _Elaborator:
                 raise SpecTypeError(f"{opdef.name}(): '{spec.name}' = {x} is not a finite number",
                                     span)
             why = spec.out_of_domain(x)
+            if why is None and spec.kind == "int" and spec.minimum is not None and (
+                    x < spec.minimum):
+                why = f"must be at least {spec.minimum}"
             if why:
                 at = "" if shown is x or not isinstance(shown, sympy.Basic) else (
                     f" ({shown} at the model arguments' defaults)")
@@ -1466,8 +1493,8 @@ def _truth(v: Any, span: Span | None) -> bool:
 # `depth = 10 ** 100` or a `range(10 ** 9)` a clear error instead of a hang
 MAX_INT = 2**53
 MAX_LIST = 100_000
-MAX_WORK = 200_000
-MAX_NESTING = 2_000  # nested expressions and statements (a 500-term sum is 500 deep)  # loop iterations and op applications while unrolling one spec
+MAX_WORK = 200_000  # loop iterations and op applications while unrolling one spec
+MAX_NESTING = 2_000  # nested expressions and statements (a 500-term sum is 500 deep)
 
 
 def _ct_binop(op: str, a: Any, b: Any, span: Span | None) -> Any:
@@ -1522,6 +1549,8 @@ def _ct_binop_raw(op: str, a: Any, b: Any, span: Span | None) -> Any:
                 return ea - eb
             if op == "*":
                 return ea * eb
+            if op in ("/", "//", "%") and eb.is_zero:
+                raise SpecTypeError("division by zero", span)
             if op == "/":
                 return ea / eb
             if op == "//":
@@ -1639,7 +1668,7 @@ def _coerce_override(name: str, value: Any, default: Any, span: Span | None) -> 
         ok = True
     if not ok:
         raise SpecTypeError(
-            f"--set {name}: expected {_kind(default)} like the default {default!r}, got "
+            f"{name}: expected {_kind(default)} like the default {default!r}, got "
             f"{value!r}",
             None,
         )
@@ -1684,7 +1713,10 @@ def eval_constant(expr: ast.Expr) -> Any:
     return _Elaborator(ast.Spec(stmts=(), source_name="--set"), {}).ct(expr)
 
 
-def lower(spec: ast.Spec, overrides: dict[str, Any] | None = None) -> ir.Program:
-    """Elaborate a parsed spec into the IR (applying `--set` overrides)."""
-    return _Elaborator(spec, overrides or {}).run()
+def lower(spec: ast.Spec, overrides: dict[str, Any] | None = None,
+          given_as: str = "--set {name}") -> ir.Program:
+    """Elaborate a parsed spec into the IR, applying `overrides` of its parameters. `given_as`
+    says how the user gave an override, for messages (`--set depth`, or the Python API's
+    `depth=` keyword)."""
+    return _Elaborator(spec, overrides or {}, given_as).run()
 

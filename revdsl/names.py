@@ -29,7 +29,7 @@ _NN_MODULE = frozenset({
     "register_load_state_dict_pre_hook", "register_module", "register_parameter",
     "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_",
     "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train",
-    "type", "xpu", "zero_grad", "training", "dump_patches",
+    "type", "xpu", "zero_grad", "training",
 })
 
 # attributes and methods of the generated block, segment and model classes

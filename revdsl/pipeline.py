@@ -29,19 +29,26 @@ def read_spec(path: str | Path) -> tuple[str, str]:
     return p.read_text(encoding="utf-8"), str(path)
 
 
-def elaborate(text: str, name: str, overrides: dict[str, Any] | None = None) -> ir.Program:
-    return run_deep(lambda: lower(parse(text, name), overrides))
+GIVEN_AS_SET = "--set {name}"
+GIVEN_AS_KEYWORD = "keyword argument '{name}'"
 
 
-def check_text(text: str, name: str, overrides: dict[str, Any] | None = None) -> Report:
-    return run_deep(lambda: verify(elaborate(text, name, overrides)))
+def elaborate(text: str, name: str, overrides: dict[str, Any] | None = None,
+              given_as: str = GIVEN_AS_SET) -> ir.Program:
+    return run_deep(lambda: lower(parse(text, name), overrides, given_as))
 
 
-def compile_text(text: str, name: str, overrides: dict[str, Any] | None = None) -> Compiled:
+def check_text(text: str, name: str, overrides: dict[str, Any] | None = None,
+               given_as: str = GIVEN_AS_SET) -> Report:
+    return run_deep(lambda: verify(elaborate(text, name, overrides, given_as)))
+
+
+def compile_text(text: str, name: str, overrides: dict[str, Any] | None = None,
+                 given_as: str = GIVEN_AS_SET) -> Compiled:
     from revdsl.codegen.generate import generate
 
     def run() -> Compiled:
-        program = elaborate(text, name, overrides)
+        program = elaborate(text, name, overrides, given_as)
         report = verify(program)
         report.raise_if_failed()
         return Compiled(program, report, generate(program, report))

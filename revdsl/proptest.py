@@ -216,8 +216,6 @@ def add_command(sub: Any, spec_args: Any) -> None:
     p.add_argument("--tol", type=float, help="relative error allowed (default 1e-8 in "
                    "float64, 1e-4 in float32)")
     p.add_argument("--max-batch", type=int, default=2)
-    p.add_argument("--size", action="append", metavar="DIM=N",
-                   help="fix a free input dimension (default: draw among the allowed values)")
     p.add_argument("--seed", type=int, default=0, help="hypothesis seed (same seed, same run)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_test)

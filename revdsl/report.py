@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
-from revdsl.codegen.generate import _bytes
+from typing import Any
+
+from revdsl.shapes import fmt_bytes as _bytes
+from revdsl.shapes import simp
 from revdsl.verify import Report, display_formula, evaluate
 
 
-def describe(report: Report, explain: bool = False) -> str:
+def describe(report: Report, explain: bool = False, sizes: dict[str, int] | None = None) -> str:
+    """The `revdsl check` text. With free input sizes, byte figures are evaluated at `sizes`
+    (each free size: the given value, or else the largest the spec allows), and a table gives
+    the total at every allowed size; the symbolic forms appear only with `explain`."""
+    from revdsl import sizes as free
+
     p = report.program
     lines = [f"{p.source_name}: model {p.name}: "
              + ("every reversible step proved invertible" if report.ok else
                 f"{len(report.errors)} problem{'s' if len(report.errors) != 1 else ''}")]
-    for b, kept in zip(report.boundaries, report.kept(), strict=True):
-        size = _bytes(evaluate(kept, p, options=False))
+    names = free.free_dims(p)
+    at: dict[str, int] = {}
+    if names:
+        try:
+            at = {k: v[0] for k, v in free.resolve(p, sizes or {}).items()}
+        except free.SizeError:
+            at = {}
+        lines.append("  free input sizes: " + ", ".join(
+            f"{k} = {at[k]}" if k in at else k for k in names)
+            + (" (byte figures below at these values)" if at else ""))
+    if any(o.symbol is not None for o in p.options):
+        lines.append("  byte figures at the call-time options' defaults: " + ", ".join(
+            f"{o.name}={o.default!r}" for o in p.options if o.symbol is not None))
+    symbolic = dict(zip((b.name for b in report.boundaries), report.kept(), strict=True))
+    for b, kept in report.kept_evaluated():
+        size = _bytes(_at(kept, at))
+        if explain and not symbolic[b.name].is_number:
+            size += f" (symbolically {symbolic[b.name]} bytes)"
         if b.kind == "segment":
             steps = [s for s in report.steps if s.segment == b.name]
             proved = sum(1 for s in steps if s.proved)
@@ -55,4 +79,29 @@ def describe(report: Report, explain: bool = False) -> str:
             ops = ", ".join(dict.fromkeys(b.ops)) or "-"
             how = "stored, recomputed in the backward" if b.recomputed else "stored boundary"
             lines.append(f"  {b.name} ({how}): {ops}; stores {size}/sample")
+    if names:
+        table = _size_table(report)
+        if table:
+            lines.append("  stored per sample at each allowed size: " + table)
     return "\n".join(lines)
+
+
+def _at(expr: Any, sizes: dict[str, int]) -> Any:
+    if not sizes or getattr(expr, "is_number", True):
+        return expr
+    subs = {s: sizes[s.name] for s in expr.free_symbols if s.name in sizes}
+    return simp(expr.subs(subs))
+
+
+def _size_table(report: Report) -> str:
+    from revdsl import sizes as free
+
+    try:
+        every = free.resolve(report.program, {}, every=True)
+    except free.SizeError:
+        return ""
+    if len(every) != 1:
+        return ""
+    (name, values), = every.items()
+    total = evaluate(report.stored_bytes_per_sample(), report.program)
+    return ", ".join(f"{name}={v}: {_bytes(_at(total, {name: v}))}" for v in values)

@@ -137,3 +137,16 @@ def evaluate(expr: object, values: dict[str, object]) -> sympy.Expr:
     e = to_expr(expr)
     subs = {s: to_expr(values[s.name]) for s in e.free_symbols if s.name in values}
     return e.subs(subs) if subs else e
+
+
+def fmt_bytes(size: sympy.Expr) -> str:
+    """Bytes as people read them: 588.0 KiB, 2.3 MiB (a symbolic size is printed as is)."""
+    if not size.is_number:
+        return f"{size} bytes"
+    n = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+

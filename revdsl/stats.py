@@ -202,7 +202,5 @@ def add_command(sub: Any, spec_args: Any) -> None:
     p = sub.add_parser("stats", help="parameters, MACs and predicted training memory (no torch)")
     spec_args(p)
     p.add_argument("--batch", type=int, default=1, help="memory for this batch size")
-    p.add_argument("--size", action="append", metavar="DIM=N",
-                   help="a value for a free input dimension (e.g. --size H=224)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_stats)

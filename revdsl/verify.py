@@ -26,11 +26,19 @@ import networkx as nx
 import sympy
 
 from revdsl import catalogue, ir
-from revdsl.errors import Diagnostics, NotInvertibleError, OpCheckError, RevdslError, ShapeError
+from revdsl.errors import (
+    Diagnostics,
+    NotInvertibleError,
+    OpCheckError,
+    RevdslError,
+    ShapeError,
+    SpecWarning,
+)
 from revdsl.graph import build_graph, flat_steps, stream_reads
 from revdsl.prover import Proof, T, atom_symbols, prove_update
 from revdsl.shapes import Shape, broadcast, fmt_shape, per_sample, same_shape, simp, to_expr
 from revdsl.source import Span
+from revdsl.usage import unused_layers
 
 BYTES_PER_ELEMENT = 4  # float32 activations
 
@@ -113,6 +121,7 @@ class Report:
     steps: tuple[StepProof, ...]
     boundaries: tuple[Boundary, ...]
     checks: tuple[RevdslError, ...] = ()  # ops' own semantic checks that failed
+    warnings: tuple[SpecWarning, ...] = ()  # legal but suspicious (unused layers)
 
     @property
     def errors(self) -> tuple[RevdslError, ...]:
@@ -150,6 +159,12 @@ class Report:
             out.append(simp(total))
         return out
 
+    def kept_evaluated(self) -> list[tuple[Boundary, sympy.Expr]]:
+        """`kept()` per boundary at the model arguments' and call-time options' defaults: the
+        one figure that `check`, `viz` and the generated docstring all print."""
+        return [(b, evaluate(k, self.program))
+                for b, k in zip(self.boundaries, self.kept(), strict=True)]
+
     def stored_bytes_per_sample(self, baseline: bool = False) -> sympy.Expr:
         """What the backward keeps per sample, each kept value counted once."""
         if baseline:
@@ -168,7 +183,8 @@ def verify(program: ir.Program, graph: nx.DiGraph | None = None) -> Report:
     for seg in program.segments:
         steps.extend(_verify_segment(program, seg, g))
     return Report(program=program, graph=g, steps=tuple(steps),
-                  boundaries=tuple(boundaries(program)), checks=tuple(op_checks(program)))
+                  boundaries=tuple(boundaries(program)), checks=tuple(op_checks(program)),
+                  warnings=(*program.warnings, *unused_layers(program, g)))
 
 
 def op_checks(program: ir.Program) -> list[RevdslError]:

@@ -113,8 +113,7 @@ class _Drawing:
     # -- parts
     def run(self) -> Any:
         self.legend()
-        self.kept = dict(zip((b.name for b in self.report.boundaries), self.report.kept(),
-                             strict=True))
+        self.kept = {b.name: v for b, v in self.report.kept_evaluated()}
         boundaries = {b.name: b for b in self.report.boundaries}
         named = {i.name for i in self.report.program.items
                  if isinstance(i, ir.Segment | ir.PlainBlock)}
@@ -388,7 +387,4 @@ def add_command(sub: Any, spec_args: Any) -> None:
     spec_args(p)
     p.add_argument("-o", "--output", required=True, help="OUT.svg, .png, .pdf or .dot")
     p.add_argument("--expand", action="store_true", help="draw every block (no `× N` runs)")
-    p.add_argument("--size", action="append", metavar="DIM=N",
-                   help="a free input dimension's value for the byte counts (default: the "
-                   "largest the spec allows)")
     p.set_defaults(func=cmd_viz)

@@ -123,6 +123,8 @@ class OpDef:
     n_outputs: Callable[[dict[str, Any]], int] = lambda a: 1
     # emission
     module: str | None = None  # runtime class holding the op's parameters
+    # when the class depends on the attributes (e.g. a layout): attributes -> class
+    module_for: Callable[[dict[str, Any]], str] | None = None
     # constructor arguments, named (the names also name a block class's arguments when the value
     # differs between blocks); the first `ctor_positional` are passed positionally
     ctor: Callable[[Sequence[Shape], dict[str, Any]], list[tuple[str, Any]]] | None = None
@@ -172,6 +174,11 @@ class OpDef:
     @property
     def has_module(self) -> bool:
         return self.module is not None
+
+    def module_class(self, attrs: dict[str, Any]) -> str:
+        """The runtime class emitted for a call with these attributes."""
+        assert self.module is not None, self.name
+        return self.module_for(attrs) if self.module_for is not None else self.module
 
 
 _REGISTRY: dict[str, OpDef] = {}

@@ -13,7 +13,16 @@ from typing import Any
 import sympy
 
 from revdsl import algebra
-from revdsl.catalogue import Attr, MAX_PARTS, OpDef, OpShapeError, POSITIVE, PROBABILITY, fmt_value, register
+from revdsl.catalogue import (
+    MAX_PARTS,
+    POSITIVE,
+    PROBABILITY,
+    Attr,
+    OpDef,
+    OpShapeError,
+    fmt_value,
+    register,
+)
 from revdsl.shapes import Shape, broadcast, fmt_shape, numel, same, simp, to_expr
 
 # ---- shape helpers ----------------------------------------------------------------------------
@@ -301,22 +310,61 @@ register(
         saved=lambda i, o, a: [i[0]],
     )
 )
+LAYOUT = Attr("layout", "str", default=None, choices=("channels_last", "channels_first"),
+              symbolic=False,
+              doc="where the channels are in a tensor of rank 4 or more: required there")
+
+
+def channel_dim(shape: Shape, a: dict[str, Any], what: str) -> int:
+    """The dimension holding the channels of a per-channel op's input: the last one for
+    [B, C] and [B, N, C]; for images and videos the spec must say (`layout=`), since both
+    [B, C, H, W] (convolutions) and [B, H, W, C] (MViT) occur."""
+    layout = a.get("layout")
+    if len(shape) >= 4 and layout is None:
+        raise OpShapeError(
+            f"a {len(shape)}-d input {fmt_shape(shape)} is ambiguous: say where the "
+            "channels are, layout=\"channels_first\" ([B, C, H, W]) or "
+            "layout=\"channels_last\" ([B, H, W, C])")
+    if layout == "channels_first":
+        if len(shape) < 3:
+            raise OpShapeError(f"{what}: layout=\"channels_first\" needs a [B, C, ...] input "
+                               f"of rank 3 or more, got {fmt_shape(shape)}")
+        return 1
+    return len(shape) - 1
+
+
+def _channels(shape: Shape, a: dict[str, Any], what: str) -> Any:
+    return shape[channel_dim(shape, a, what)]
+
+
+def _norm_saved(i: Sequence[Shape], o: Sequence[Shape], a: dict[str, Any]) -> list[Shape]:
+    d = channel_dim(i[0], a, "layernorm")
+    stats = tuple(x for k, x in enumerate(i[0]) if k != d)
+    return [i[0], stats, stats]  # input, mean, rstd
+
+
 register(
     OpDef(
         name="layernorm",
-        doc="layernorm(x, eps=1e-6): LayerNorm over the last dim",
-        module="nn.LayerNorm", inputs=1, attrs=(Attr("eps", "float", default=1e-6, domain=POSITIVE),),
+        doc="layernorm(x, eps=1e-6, layout=None): LayerNorm over the channels: the last dim, or "
+        "dim 1 with layout=\"channels_first\" (a tensor of rank 4 or more must say which)",
+        module="nn.LayerNorm", inputs=1,
+        attrs=(Attr("eps", "float", default=1e-6, domain=POSITIVE), LAYOUT),
         shape=same_shape, default_name="norm",
-        ctor=lambda s, a: [("dim", s[0][-1]), ("eps", a["eps"])],
-        params=lambda s, a: 2 * s[0][-1],
-        saved=lambda i, o, a: [i[0], i[0][:-1], i[0][:-1]],  # input, mean, rstd
+        checks=(lambda s, a: (channel_dim(s[0], a, "layernorm"), None)[1],),
+        module_for=lambda a: "LayerNormChannelsFirst" if a.get("layout") == "channels_first"
+        else "nn.LayerNorm",
+        ctor=lambda s, a: [("dim", _channels(s[0], a, "layernorm")), ("eps", a["eps"])],
+        params=lambda s, a: 2 * _channels(s[0], a, "layernorm"),
+        saved=_norm_saved,
     )
 )
 register(
     OpDef(
         name="dropout",
         doc="dropout(x, p=0): elementwise dropout (replayed exactly in the reversible backward)",
-        module="nn.Dropout", inputs=1, positional=("p",), attrs=(Attr("p", "float", default=0.0, domain=PROBABILITY, random=True),),
+        module="nn.Dropout", inputs=1, positional=("p",),
+        attrs=(Attr("p", "float", default=0.0, domain=PROBABILITY, random=True),),
         shape=same_shape, default_name="drop", stochastic=True,
         ctor=lambda s, a: [("p", a["p"])],
         saved=lambda i, o, a: [i[0]] if a["p"] else [],  # the mask (bool, counted as bytes)

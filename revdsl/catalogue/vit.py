@@ -11,8 +11,8 @@ from typing import Any
 
 import sympy
 
-from revdsl.catalogue import Attr, OpDef, OpShapeError, POSITIVE, PROBABILITY, register
-from revdsl.catalogue.core import need_rank, same_shape, tokens
+from revdsl.catalogue import POSITIVE, PROBABILITY, Attr, OpDef, OpShapeError, register
+from revdsl.catalogue.core import LAYOUT, channel_dim, need_rank, same_shape, tokens
 from revdsl.shapes import Shape, fmt_shape, numel, simp, to_expr
 
 
@@ -45,7 +45,7 @@ register(
         "convolution into tokens, [B,C,H,W] -> [B,N,dim] (or [B,H',W',dim] with flatten=false)",
         module="PatchEmbed", inputs=1, default_name="patch_embed",
         attrs=(
-            Attr("dim", "int"),
+            Attr("dim", "int", minimum=1),
             Attr("patch", "int", minimum=1, symbolic=False),
             Attr("stride", "int", minimum=1, default=0, symbolic=False),
             Attr("padding", "int", default=0, symbolic=False),
@@ -176,12 +176,16 @@ register(
 register(
     OpDef(
         name="layer_scale",
-        doc="layer_scale(x, init=1e-5): multiply by a learned per-channel scale (LayerScale)",
+        doc="layer_scale(x, init=1e-5, layout=None): multiply by a learned per-channel scale "
+        "(LayerScale); channels as for layernorm",
         module="LayerScale", inputs=1, default_name="ls",
-        attrs=(Attr("init", "float", default=1e-5),),
+        attrs=(Attr("init", "float", default=1e-5), LAYOUT),
         shape=same_shape,
-        ctor=lambda s, a: [("dim", s[0][-1]), ("init", a["init"])],
-        params=lambda s, a: s[0][-1],
+        checks=(lambda s, a: (channel_dim(s[0], a, "layer_scale"), None)[1],),
+        ctor=lambda s, a: [("dim", s[0][channel_dim(s[0], a, "layer_scale")]),
+                           ("init", a["init"]),
+                           ("channels_first", a.get("layout") == "channels_first", False)],
+        params=lambda s, a: s[0][channel_dim(s[0], a, "layer_scale")],
         saved=lambda i, o, a: [i[0]],
     )
 )

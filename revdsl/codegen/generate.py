@@ -25,13 +25,13 @@ import sympy
 
 from revdsl import __version__, catalogue, ir, runtime_src, sizes
 from revdsl.catalogue import OpDef, fmt_value, render_template
-from revdsl.names import module_globals
 from revdsl.codegen.emitter import Emitter, display_name
 from revdsl.graph import flat_steps
+from revdsl.names import module_globals
 from revdsl.prover import T, Y, atom_symbols
 from revdsl.pyprint import py_expr
-from revdsl.shapes import B, fmt_shape, is_zero
-from revdsl.verify import Report, StepProof, display_formula, evaluate
+from revdsl.shapes import B, fmt_bytes, fmt_shape, is_zero
+from revdsl.verify import Report, StepProof, display_formula
 
 _SLOT = "\x00"  # a constructor value: literal, or a class argument where instances differ
 _OPT = "\x02"  # an optional keyword argument: `, name=value`, left out where all are default
@@ -203,8 +203,10 @@ class _Generator:
     def _need_op(self, node: ir.OpNode) -> None:
         opdef = catalogue.get(node.op)
         assert opdef is not None
-        if opdef.module and not opdef.module.startswith("nn."):
-            self.runtime.add(opdef.module)
+        if opdef.module:
+            cls = opdef.module_class(dict(node.attrs))
+            if not cls.startswith("nn."):
+                self.runtime.add(cls)
         self.runtime.update(opdef.runtime)
 
     # -- header and runtime
@@ -254,9 +256,8 @@ class _Generator:
                     seen.add(text)
                     lines.append(text)
         lines.append("Stored for the backward, per sample (float32, model-argument defaults):")
-        for b in self.report.boundaries:
-            size = evaluate(b.bytes_per_sample, p)
-            lines.append(f"  {b.name}: {_bytes(size)}")
+        for b, size in self.report.kept_evaluated():
+            lines.append(f"  {b.name}: {fmt_bytes(size)}")
         lines.append("")
         lines.append("Usage:")
         shape = fmt_shape(p.inputs[0].shape)
@@ -489,7 +490,7 @@ class _Generator:
             slot = f"{_SLOT}{k}{_SLOT}"
             part = slot if i < opdef.ctor_positional else f"{name}={slot}"
             text += (", " if text else "") + part
-        return f"{opdef.module}({text})"
+        return f"{opdef.module_class(attrs)}({text})"
 
     def _ctor_literal(self, node: ir.OpNode) -> str:
         slots: list[tuple[str, Any]] = []
@@ -814,7 +815,7 @@ class _Generator:
             free = sizes.free_dims(p)
             allowed = {k: v for k, v in sizes.choices(p).items() if k in free}
             if free:
-                e.line("_sizes: dict[str, int] = {}  # the free input sizes, as the inputs give them")
+                e.line("_sizes: dict[str, int] = {}  # the free input sizes the inputs give")
             for n in p.inputs:
                 dims = ", ".join(_dim_code(d) for d in n.shape)
                 dims += "," if len(n.shape) == 1 else ""
@@ -1193,14 +1194,3 @@ def _where(span: Any) -> str:
     if span is None:
         return "spec"
     return f"spec line {span.line}"
-
-
-def _bytes(size: sympy.Expr) -> str:
-    if not size.is_number:
-        return f"{size} bytes"
-    n = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} GiB"

@@ -91,14 +91,26 @@ class Mlp(nn.Module):
 
 
 class LayerScale(nn.Module):
-    """Multiply by a learned per-channel scale, initialised small (CaiT's LayerScale)."""
+    """Multiply by a learned per-channel scale, initialised small (CaiT's LayerScale); the
+    channels are the last dim, or dim 1 with `channels_first`."""
 
-    def __init__(self, dim: int, init: float = 1e-5) -> None:
+    def __init__(self, dim: int, init: float = 1e-5, channels_first: bool = False) -> None:
         super().__init__()
         self.gamma = nn.Parameter(torch.full((dim,), init))
+        self.channels_first = channels_first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_first:
+            return x * self.gamma.view(-1, *([1] * (x.dim() - 2)))
         return x * self.gamma
+
+
+class LayerNormChannelsFirst(nn.LayerNorm):
+    """LayerNorm over dim 1 of [B, C, ...] (ConvNeXt's channels-first LayerNorm); the same
+    parameters as nn.LayerNorm(C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
 
 
 class ClassToken(nn.Module):
