@@ -1264,6 +1264,8 @@ class _Elaborator:
             # input, so a positioned error rather than a traceback
             raise ShapeError(f"{name}: cannot be applied with these arguments ({exc})",
                              span) from None
+        if opdef.has_module:
+            self._check_ctor(opdef, shapes, attrs, span)
         n_out = opdef.n_outputs(attrs)
         out_shapes: tuple[Shape, ...]
         if n_out > 1:
@@ -1322,6 +1324,30 @@ class _Elaborator:
                     raise SpecTypeError(f"{opdef.name}() needs '{a.name}'", span)
                 out[a.name] = a.default
         return out
+
+    def _check_ctor(self, opdef: OpDef, shapes: list[Shape], attrs: dict[str, Any],
+                    span: Span | None) -> None:
+        """A layer is built when the model is: its constructor may depend on model arguments
+        but not on a free input size (`linear` over a dimension of size S)."""
+        assert opdef.ctor is not None
+        args = {p.symbol for p in self.params if p.symbol is not None}
+        try:
+            entries = opdef.ctor(shapes, attrs)
+        except (TypeError, ValueError) as exc:
+            raise ShapeError(f"{opdef.name}: its layer cannot be built for these input shapes "
+                             f"({exc}); a free input size cannot set a layer's size",
+                             span) from None
+        for entry in entries:
+            values = entry[1] if isinstance(entry[1], tuple | list) else (entry[1],)
+            for v in values:
+                free = (v.free_symbols - args) if isinstance(v, sympy.Basic) else set()
+                if free:
+                    names = ", ".join(sorted(str(f) for f in free))
+                    raise ShapeError(
+                        f"{opdef.name}: its '{entry[0]}' would be {v}, which depends on the free "
+                        f"input size {names}: a layer's size must be known when the model is "
+                        "built", span, ["give the input that size (`input img: [B, 3, 224, 224]`)"
+                                        " or apply the layer to a dimension of fixed size"])
 
     def _check_domain(self, opdef: OpDef, spec: Attr, v: Any, span: Span | None) -> None:
         """Refuse a number outside the attribute's domain (a drop rate of 1.5, an eps of 0).

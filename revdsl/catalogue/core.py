@@ -138,7 +138,7 @@ register(
         doc="dup(x, n=2): n copies of x; starts a reversible segment's streams (injective, so "
         "its input is stored; the gradient is the sum of the copies' gradients)",
         kind="structural", inputs=1, positional=("n",),
-        attrs=(Attr("n", "int", minimum=1, maximum=MAX_PARTS, default=2),),
+        attrs=(Attr("n", "int", minimum=2, maximum=MAX_PARTS, default=2),),
         shape=_dup_shape, n_outputs=lambda a: a["n"], injective_only=True,
         template=lambda args, a: ", ".join(args[0] for _ in range(a["n"])),
     )

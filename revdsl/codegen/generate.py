@@ -932,7 +932,8 @@ class _Generator:
         ins = ", ".join(x.stream for x in seg.entry)
         outs = [x.stream for x in seg.exits]
         opts = "".join(f", {o}={o}" for o in self.options_of[seg.name])
-        e.line(f"{', '.join(outs)} = self.{seg.name}({ins}, reversible=self.reversible, "
+        targets = ", ".join(outs) + ("," if len(outs) == 1 else "")  # the segment returns a tuple
+        e.line(f"{targets} = self.{seg.name}({ins}, reversible=self.reversible, "
                f"checkpoint=self.checkpoint{opts})")
         for x in seg.exits:
             for nid in [nid for nid, v in ee.names.items() if v == x.stream]:

@@ -18,7 +18,7 @@ Reversible segments (activations are rebuilt in the backward, not stored):
 Stored for the backward, per sample (float32, model-argument defaults):
   stem: 0 B
   backbone: 875.9 KiB
-  neck: 875.9 KiB
+  neck: 0 B
   head: 10.0 KiB
 
 Usage:
@@ -236,6 +236,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
             if step.delta is not None:
                 with torch.enable_grad():
                     out = step.delta(*atoms)
+                    if out.shape != dy.shape:  # a broadcast update (`a += mean(b, keepdim)`)
+                        out = out.expand(dy.shape)
                 inputs = [*reads, *params]
                 dx: torch.Tensor | None = dy
             else:
@@ -457,14 +459,32 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def check_input(name: str, x: torch.Tensor, shape: tuple[int | None, ...]) -> None:
-    """Refuse an input whose shape differs from the spec's (None: any size), before broadcasting
-    could hide the mismatch (a 16-pixel image against a 224-pixel position table, say)."""
-    if x.dim() != len(shape) or any(
-        want is not None and got != want for got, want in zip(x.shape, shape)
-    ):
+def check_input(name: str, x: torch.Tensor, shape: tuple[int | str | None, ...],
+                sizes: dict[str, int] | None = None,
+                allowed: dict[str, tuple[int, ...]] | None = None) -> None:
+    """Refuse an input whose shape differs from the spec's, before broadcasting could hide the
+    mismatch (a 16-pixel image against a 224-pixel position table, say). A dimension is a
+    number, None (any size: the batch) or the name of a free size: every use of one name must
+    agree, within one input and across the inputs sharing `sizes`, and take one of its
+    `allowed` values when the model has only some (a position table per size)."""
+    seen = dict(sizes or {})
+    ok = x.dim() == len(shape)
+    if ok:
+        for got, want in zip(x.shape, shape):
+            if isinstance(want, str):
+                if seen.setdefault(want, got) != got:
+                    ok = False
+            elif want is not None and got != want:
+                ok = False
+    if not ok:
         spec = ", ".join("*" if d is None else str(d) for d in shape)
         raise ValueError(f"{name} must have shape [{spec}], got {list(x.shape)}")
+    for key, values in (allowed or {}).items():
+        if key in seen and seen[key] not in values:
+            raise ValueError(f"{name}: {key} must be one of {', '.join(map(str, values))} "
+                             f"(the sizes this model was built for), got {seen[key]}")
+    if sizes is not None:
+        sizes.update(seen)
 
 
 class BatchNorm2d(nn.BatchNorm2d):

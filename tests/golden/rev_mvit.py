@@ -19,11 +19,11 @@ Reversible segments (activations are rebuilt in the backward, not stored):
 Stored for the backward, per sample (float32, model-argument defaults):
   stem: 588.0 KiB
   stage0: 2.3 MiB
-  transition0: 2.3 MiB
+  transition0: 0 B
   stage1: 1.1 MiB
-  transition1: 1.1 MiB
+  transition1: 0 B
   stage2: 588.0 KiB
-  transition2: 588.0 KiB
+  transition2: 0 B
   stage3: 294.0 KiB
   head: 300.4 KiB
 
@@ -227,6 +227,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
             if step.delta is not None:
                 with torch.enable_grad():
                     out = step.delta(*atoms)
+                    if out.shape != dy.shape:  # a broadcast update (`a += mean(b, keepdim)`)
+                        out = out.expand(dy.shape)
                 inputs = [*reads, *params]
                 dx: torch.Tensor | None = dy
             else:
@@ -448,14 +450,32 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def check_input(name: str, x: torch.Tensor, shape: tuple[int | None, ...]) -> None:
-    """Refuse an input whose shape differs from the spec's (None: any size), before broadcasting
-    could hide the mismatch (a 16-pixel image against a 224-pixel position table, say)."""
-    if x.dim() != len(shape) or any(
-        want is not None and got != want for got, want in zip(x.shape, shape)
-    ):
+def check_input(name: str, x: torch.Tensor, shape: tuple[int | str | None, ...],
+                sizes: dict[str, int] | None = None,
+                allowed: dict[str, tuple[int, ...]] | None = None) -> None:
+    """Refuse an input whose shape differs from the spec's, before broadcasting could hide the
+    mismatch (a 16-pixel image against a 224-pixel position table, say). A dimension is a
+    number, None (any size: the batch) or the name of a free size: every use of one name must
+    agree, within one input and across the inputs sharing `sizes`, and take one of its
+    `allowed` values when the model has only some (a position table per size)."""
+    seen = dict(sizes or {})
+    ok = x.dim() == len(shape)
+    if ok:
+        for got, want in zip(x.shape, shape):
+            if isinstance(want, str):
+                if seen.setdefault(want, got) != got:
+                    ok = False
+            elif want is not None and got != want:
+                ok = False
+    if not ok:
         spec = ", ".join("*" if d is None else str(d) for d in shape)
         raise ValueError(f"{name} must have shape [{spec}], got {list(x.shape)}")
+    for key, values in (allowed or {}).items():
+        if key in seen and seen[key] not in values:
+            raise ValueError(f"{name}: {key} must be one of {', '.join(map(str, values))} "
+                             f"(the sizes this model was built for), got {seen[key]}")
+    if sizes is not None:
+        sizes.update(seen)
 
 
 class PatchEmbed(nn.Module):
@@ -639,7 +659,7 @@ class PoolAttentionResidual(nn.Module):
 
 
 class Block(nn.Module):
-    """Reversible block (spec line 58).
+    """Reversible block (spec line 59).
 
         x1 = x1 + f   where f = drop_path(pool_attention(layernorm(x2)))
         x2 = x2 + f   where f = drop_path(mlp(layernorm(x1)))
@@ -663,11 +683,11 @@ class Block(nn.Module):
         self.drop_path2 = DropPath(drop_path)
 
     def f1(self, x2):
-        """Function of the update of x1 (spec line 60): drop_path(pool_attention(layernorm(x2)))."""
+        """Function of the update of x1 (spec line 61): drop_path(pool_attention(layernorm(x2)))."""
         return self.drop_path1(self.attn(self.norm1(x2)))
 
     def f2(self, x1):
-        """Function of the update of x2 (spec line 62): drop_path(mlp(layernorm(x1)))."""
+        """Function of the update of x2 (spec line 64): drop_path(mlp(layernorm(x1)))."""
         return self.drop_path2(self.mlp(self.norm2(x1)))
 
     def forward(self, x1, x2):
@@ -694,7 +714,7 @@ class Block(nn.Module):
 
 
 class Transition(nn.Module):
-    """A stored block (spec line 46): not invertible, so in reversible mode it is
+    """A stored block (spec line 47): not invertible, so in reversible mode it is
     recomputed from its inputs in the backward instead of keeping its activations.
     """
 

@@ -19,11 +19,11 @@ Reversible segments (activations are rebuilt in the backward, not stored):
 Stored for the backward, per sample (float32, model-argument defaults):
   stem: 12*S**2 bytes
   stage0: 3072*floor(S/16)**2 + 3072 bytes
-  prune0: 3072*floor(S/16)**2 + 3072 bytes
+  prune0: 0 B
   stage1: 3072*floor(S/16)**2 + 3072 bytes
-  prune1: 3072*floor(S/16)**2 + 3072 bytes
+  prune1: 0 B
   stage2: 3072*floor(S/16)**2 + 3072 bytes
-  prune2: 3072*floor(S/16)**2 + 3072 bytes
+  prune2: 0 B
   stage3: 3072*floor(S/16)**2 + 3072 bytes
   head: 3080*floor(S/16)**2 + 6152 bytes
 
@@ -227,6 +227,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
             if step.delta is not None:
                 with torch.enable_grad():
                     out = step.delta(*atoms)
+                    if out.shape != dy.shape:  # a broadcast update (`a += mean(b, keepdim)`)
+                        out = out.expand(dy.shape)
                 inputs = [*reads, *params]
                 dx: torch.Tensor | None = dy
             else:
@@ -448,14 +450,32 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def check_input(name: str, x: torch.Tensor, shape: tuple[int | None, ...]) -> None:
-    """Refuse an input whose shape differs from the spec's (None: any size), before broadcasting
-    could hide the mismatch (a 16-pixel image against a 224-pixel position table, say)."""
-    if x.dim() != len(shape) or any(
-        want is not None and got != want for got, want in zip(x.shape, shape)
-    ):
+def check_input(name: str, x: torch.Tensor, shape: tuple[int | str | None, ...],
+                sizes: dict[str, int] | None = None,
+                allowed: dict[str, tuple[int, ...]] | None = None) -> None:
+    """Refuse an input whose shape differs from the spec's, before broadcasting could hide the
+    mismatch (a 16-pixel image against a 224-pixel position table, say). A dimension is a
+    number, None (any size: the batch) or the name of a free size: every use of one name must
+    agree, within one input and across the inputs sharing `sizes`, and take one of its
+    `allowed` values when the model has only some (a position table per size)."""
+    seen = dict(sizes or {})
+    ok = x.dim() == len(shape)
+    if ok:
+        for got, want in zip(x.shape, shape):
+            if isinstance(want, str):
+                if seen.setdefault(want, got) != got:
+                    ok = False
+            elif want is not None and got != want:
+                ok = False
+    if not ok:
         spec = ", ".join("*" if d is None else str(d) for d in shape)
         raise ValueError(f"{name} must have shape [{spec}], got {list(x.shape)}")
+    for key, values in (allowed or {}).items():
+        if key in seen and seen[key] not in values:
+            raise ValueError(f"{name}: {key} must be one of {', '.join(map(str, values))} "
+                             f"(the sizes this model was built for), got {seen[key]}")
+    if sizes is not None:
+        sizes.update(seen)
 
 
 def check_option(name: str, value: Any, choices: tuple[Any, ...]) -> None:
@@ -738,7 +758,8 @@ class RevSuperViT(nn.Module):
 
     def forward_features(self, img, keep_rate: float = 1.0):
         """Everything before the head."""
-        check_input('img', img, (None, 3, None, None))
+        _sizes: dict[str, int] = {}  # the free input sizes the inputs give
+        check_input('img', img, (None, 3, 'S', 'S'), _sizes, {'S': (128, 160, 192, 224)})
         x = self.patch_embed(img)
         x = self.cls_token(x)
         x = self.pos_embed(x)
