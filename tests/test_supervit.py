@@ -87,7 +87,7 @@ def test_tokens_fall_with_the_keep_rate() -> None:
 
 def test_unsupported_size_and_rate() -> None:
     model = load_spec("rev_supervit.rev", **SMALL).create_model()
-    with pytest.raises(ValueError, match="matches none of the sizes"):
+    with pytest.raises(ValueError, match="S must be one of 16, 24, 32"):
         model(torch.randn(1, 3, 40, 40))
     message = "keep_rate must be one of 0.5, 0.7, 1.0; got 0.6"
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -231,7 +231,8 @@ register(
         "(a permutation: invertible)",
         kind="structural", inputs=1, positional=("factor",),
         attrs=(Attr("factor", "int", minimum=1, symbolic=False),), shape=_s2d_shape,
-        inverse="depth_to_space", template="F.pixel_unshuffle({0}, {factor})",
+        inverse="depth_to_space", template="space_to_depth({0}, {factor})",
+        runtime=("space_to_depth",),
     )
 )
 register(
@@ -240,7 +241,8 @@ register(
         doc="depth_to_space(x, factor): pixel-shuffle, the inverse of space_to_depth",
         kind="structural", inputs=1, positional=("factor",),
         attrs=(Attr("factor", "int", minimum=1, symbolic=False),), shape=_d2s_shape,
-        inverse="space_to_depth", template="F.pixel_shuffle({0}, {factor})",
+        inverse="space_to_depth", template="depth_to_space({0}, {factor})",
+        runtime=("depth_to_space",),
     )
 )
 

@@ -22,9 +22,9 @@ def docstring_safe(text: str) -> str:
 
 def display_name(path: str) -> str:
     """A spec's file name as generated code shows it: the last path component, with anything
-    but letters, digits and `._+-` replaced by `_` (the name is not validated by the grammar)."""
+    but letters, digits and `._+-<>` replaced by `_` (the name is not validated by the grammar)."""
     base = path.replace("\\", "/").rsplit("/", 1)[-1]
-    return re.sub(r"[^A-Za-z0-9._+\-]", "_", base) or "_"
+    return re.sub(r"[^A-Za-z0-9._+<>\-]", "_", base) or "_"
 
 
 class Emitter:

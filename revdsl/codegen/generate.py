@@ -181,6 +181,13 @@ class _Generator:
                 for n in ir.walk(list(a.values)):
                     if isinstance(n, ir.OpNode):
                         self._need_op(n)
+            for block in seg.blocks:
+                for st in flat_steps(block):
+                    if isinstance(st, ir.Restructure):  # the op and its inverse
+                        for name in (st.op, catalogue.get(st.op).inverse):  # type: ignore[union-attr]
+                            opdef = catalogue.get(name or "")
+                            if opdef is not None:
+                                self.runtime.update(opdef.runtime)
         for item in self.program.items:
             if isinstance(item, ir.Assign):
                 for n in ir.walk(list(item.values)):

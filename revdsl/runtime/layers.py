@@ -72,7 +72,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x = x.reshape(shape[0], -1, shape[-1])
+        x = x.flatten(1, -2) if x.dim() > 3 else x  # [B, *tokens, C] -> [B, N, C] (B may be 0)
         return self.attend(*self.split_heads(x)).reshape(shape)
 
 
@@ -154,3 +154,20 @@ class BatchNorm2d(nn.BatchNorm2d):
             return F.batch_norm(x, self.running_mean.clone(), self.running_var.clone(),
                                 self.weight, self.bias, True, self.momentum or 0.0, self.eps)
         return super().forward(x)
+
+
+def space_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C*r*r, H/r, W/r] (pixel-unshuffle order: channel c*r*r + dy*r + dx).
+    An empty batch keeps its meaning (torch's pixel_unshuffle returns it unchanged)."""
+    if x.shape[0] == 0:
+        b, c, h, w = x.shape
+        return x.reshape(0, c * factor * factor, h // factor, w // factor)
+    return F.pixel_unshuffle(x, factor)
+
+
+def depth_to_space(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """The inverse of space_to_depth."""
+    if x.shape[0] == 0:
+        b, c, h, w = x.shape
+        return x.reshape(0, c // (factor * factor), h * factor, w * factor)
+    return F.pixel_shuffle(x, factor)

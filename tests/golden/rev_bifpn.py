@@ -503,6 +503,15 @@ class BatchNorm2d(nn.BatchNorm2d):
         return super().forward(x)
 
 
+def space_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C*r*r, H/r, W/r] (pixel-unshuffle order: channel c*r*r + dy*r + dx).
+    An empty batch keeps its meaning (torch's pixel_unshuffle returns it unchanged)."""
+    if x.shape[0] == 0:
+        b, c, h, w = x.shape
+        return x.reshape(0, c * factor * factor, h // factor, w // factor)
+    return F.pixel_unshuffle(x, factor)
+
+
 class ConvBNAct(nn.Module):
     """Convolution (no bias) -> BatchNorm -> Hardswish (or no activation)."""
 
@@ -1491,7 +1500,7 @@ class RevBiFPN(nn.Module):
         """Everything before the head."""
         check_input('img', img, (None, 3, 224, 224))
         x = replicate_channels(img, 3)
-        s0 = F.pixel_unshuffle(x, 4)
+        s0 = space_to_depth(x, 4)
         s0, s1, s2, s3 = self.backbone(s0, reversible=self.reversible, checkpoint=self.checkpoint)
         return s0, s1, s2, s3
 

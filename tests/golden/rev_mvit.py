@@ -604,11 +604,11 @@ class PoolAttention(nn.Module):
         return self.training and self.attn_drop > 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = x.shape
-        x = x.reshape(b, h * w, -1)
+        b, h, w, c = x.shape
+        x = x.reshape(b, h * w, c)
 
         def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(b, h * w, self.heads, -1).transpose(1, 2)
+            return t.reshape(b, h * w, self.heads, t.shape[-1] // self.heads).transpose(1, 2)
 
         q, qh, qw = _pool_heads(heads(self.q(x)), self.pool_q, self.norm_q, h, w)
         k, kh, kw = _pool_heads(heads(self.k(x)), self.pool_k, self.norm_k, h, w)

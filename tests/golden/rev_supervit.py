@@ -534,7 +534,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x = x.reshape(shape[0], -1, shape[-1])
+        x = x.flatten(1, -2) if x.dim() > 3 else x  # [B, *tokens, C] -> [B, N, C] (B may be 0)
         return self.attend(*self.split_heads(x)).reshape(shape)
 
 
