@@ -507,7 +507,7 @@ def space_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
     """[B, C, H, W] -> [B, C*r*r, H/r, W/r] (pixel-unshuffle order: channel c*r*r + dy*r + dx).
     An empty batch keeps its meaning (torch's pixel_unshuffle returns it unchanged)."""
     if x.shape[0] == 0:
-        b, c, h, w = x.shape
+        _, c, h, w = x.shape
         return x.reshape(0, c * factor * factor, h // factor, w // factor)
     return F.pixel_unshuffle(x, factor)
 
