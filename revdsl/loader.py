@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import linecache
+import pickle
 import sys
+import threading
 import types
 import warnings
 from pathlib import Path
@@ -65,4 +67,40 @@ def load_source(source: str, name: str | None = None) -> types.ModuleType:
     module.__revdsl_source__ = source  # type: ignore[attr-defined]
     sys.modules[modname] = module
     exec(compile(source, filename, "exec"), module.__dict__)
+    _make_picklable(module, source, modname)
     return module
+
+
+# ---- pickling across processes ----------------------------------------------------------------
+#
+# A loaded module exists only in the process that compiled it, so a pickled model would refer to
+# classes another process cannot import. Every nn.Module class of a loaded module pickles its
+# instances as (the module's source, the ordinary pickle of the instance): unpickling registers
+# the source as the same module first (revdsl must be importable there), then reads the rest.
+
+_pickling = threading.local()
+
+
+def _make_picklable(module: types.ModuleType, source: str, modname: str) -> None:
+    import torch
+
+    def reduce_ex(self: Any, protocol: int) -> Any:
+        if getattr(_pickling, "depth", 0):
+            return object.__reduce_ex__(self, protocol)
+        _pickling.depth = 1
+        try:
+            payload = pickle.dumps(self, protocol=max(protocol, 2))
+        finally:
+            _pickling.depth = 0
+        return (_unpickle, (source, modname, payload))
+
+    for value in list(vars(module).values()):
+        if isinstance(value, type) and issubclass(value, torch.nn.Module) and (
+                value.__module__ == modname):
+            value.__reduce_ex__ = reduce_ex  # type: ignore[method-assign]
+
+
+def _unpickle(source: str, modname: str, payload: bytes) -> Any:
+    if modname not in sys.modules:
+        load_source(source, modname)
+    return pickle.loads(payload)

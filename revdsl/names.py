@@ -36,14 +36,16 @@ _NN_MODULE = frozenset({
 _GENERATED_ATTRIBUTES = frozenset({
     "inverse", "STEPS", "INPUTS", "OUTPUTS", "STOCHASTIC", "reversible", "checkpoint",
     "forward_features", "forward_head", "blocks", "inputs", "outputs", "trace",
-    "default_cfg", "pretrained_cfg", "reconstruction_error", "guard", "self",
+    "default_cfg", "pretrained_cfg", "reconstruction_error", "set_reconstruction_guard",
+    "guard", "last_reconstruction_error", "self",
 })
 
 MODULE_ATTRIBUTES = _NN_MODULE | _GENERATED_ATTRIBUTES
 
 # imported or used by name in every generated file
 _IMPORTS = frozenset({
-    "annotations", "contextlib", "math", "threading", "Any", "NamedTuple", "torch", "nn", "F",
+    "annotations", "contextlib", "math", "threading", "warnings", "Any", "NamedTuple", "torch",
+    "nn", "F",
     "PARAMETERS", "create_model", "options", "pre_logits",
 })
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,11 +48,19 @@ class Example:
         parts += [f"{k}={v!r}" for k, v in self.options.items()]
         return " ".join(parts)
 
+    def replay_args(self) -> str:
+        sizes = "".join(f" --size {k}={v}" for k, v in self.inputs.sizes.items())
+        return (f"--batch {self.inputs.batch} --input-seed {self.inputs.seed} "
+                f"--input-scale {self.inputs.scale:g} --param-seed {self.param_seed} "
+                f"--param-gain {self.gain:g}{sizes}")
+
 
 class PropertyFailure(Exception):
-    def __init__(self, check: str, error: float, tol: float, example: Example) -> None:
+    def __init__(self, check: str, error: float, tol: float, example: Example,
+                 tensor: str = "") -> None:
         super().__init__(f"{check}: error {error:.3g} > {tol:g}")
         self.check, self.error, self.tol, self.example = check, error, tol, example
+        self.tensor = tensor  # the parameter whose gradient failed, when one did
 
 
 @dataclass
@@ -61,6 +70,8 @@ class Outcome:
     failure: PropertyFailure | None = None
     shrink_steps: int = 0
     seconds: float = 0.0
+    overflows: int = 0  # examples skipped: plain autograd itself was not finite
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -69,9 +80,11 @@ class Outcome:
 
 def property_test(model: Any, program: Any, examples: int = 10, tol: float | None = None,
                   seed: int = 0, max_batch: int = 2, sizes: dict[str, int] | None = None,
-                  progress: bool = False) -> Outcome:
+                  progress: bool = False, replay: dict[str, Any] | None = None) -> Outcome:
     """Property-test a model built from `program` (its dtype decides the default tolerance);
-    the model's parameters are replaced by random ones (restored afterwards)."""
+    the model's parameters are replaced by random ones (restored afterwards). `replay` (batch,
+    input_seed, input_scale, param_seed, param_gain) runs exactly that one example instead.
+    Examples where plain autograd itself overflows are skipped and counted, not failed."""
     import hypothesis
     import torch
     from hypothesis import HealthCheck, Verbosity, given, settings
@@ -79,11 +92,13 @@ def property_test(model: Any, program: Any, examples: int = 10, tol: float | Non
 
     from revdsl import sizes as sizes_mod
     from revdsl.testing import (
+        Overflow,
         form_errors,
         form_options,
         gradient_errors,
         inputs_for,
         randomize_parameters,
+        replay_inputs,
     )
 
     dtype = next(model.parameters()).dtype
@@ -107,12 +122,38 @@ def property_test(model: Any, program: Any, examples: int = 10, tol: float | Non
                                        option_choices.items()}),
     )
 
-    def record(check: str, error: float, ex: Example) -> None:
+    def check_example(ex: Example) -> None:
+        model.load_state_dict(saved)
+        randomize_parameters(model, ex.param_seed, ex.gain)
+        where: dict[str, str] = {}
+        try:
+            errs = gradient_errors(model, ex.inputs.tensors, seed=ex.param_seed,
+                                   program=program, where=where, **ex.options)
+        except Overflow:
+            outcome.overflows += 1
+            raise
+        except FloatingPointError as exc:
+            outcome.notes.append(str(exc))
+            record("reversible backward: finite reconstruction", math.inf, ex)
+            return
+        for key, value in errs.items():
+            if key.startswith("rebuilt:"):
+                record(f"segment {key[8:]}: inverse(forward(x)) vs x", value, ex)
+        record("reversible vs plain autograd: output", errs["output"], ex)
+        record("reversible vs plain autograd: parameter gradients", errs["params"], ex,
+               where.get("params", ""))
+        record("reversible vs plain autograd: input gradients", errs["input"], ex)
+        for opt in forms:
+            others = {k: v for k, v in ex.options.items() if k != opt.name}
+            for choice, e in form_errors(model, ex.inputs.tensors, opt, **others).items():
+                record(f"forms agree: {opt.name}={choice!r} vs {opt.default!r}", e, ex)
+
+    def record(check: str, error: float, ex: Example, tensor: str = "") -> None:
         prior = outcome.worst.get(check)
         if prior is None or not error <= prior[0]:
             outcome.worst[check] = (error, ex.describe())
         if not error <= tol:  # NaN fails too
-            failure = PropertyFailure(check, error, tol, ex)
+            failure = PropertyFailure(check, error, tol, ex, tensor)
             outcome.failure = outcome.failure or failure
             raise failure
 
@@ -128,25 +169,30 @@ def property_test(model: Any, program: Any, examples: int = 10, tol: float | Non
             outcome.shrink_steps += 1
         if progress:
             _progress(outcome.examples, examples, ex)
-        model.load_state_dict(saved)
-        randomize_parameters(model, ex.param_seed, ex.gain)
-        errs = gradient_errors(model, ex.inputs.tensors, seed=ex.param_seed, program=program,
-                               **ex.options)
-        for key, value in errs.items():
-            if key.startswith("rebuilt:"):
-                record(f"segment {key[8:]}: inverse(forward(x)) vs x", value, ex)
-        record("reversible vs plain autograd: output", errs["output"], ex)
-        record("reversible vs plain autograd: parameter gradients", errs["params"], ex)
-        record("reversible vs plain autograd: input gradients", errs["input"], ex)
-        for opt in forms:
-            others = {k: v for k, v in ex.options.items() if k != opt.name}
-            for choice, e in form_errors(model, ex.inputs.tensors, opt, **others).items():
-                record(f"forms agree: {opt.name}={choice!r} vs {opt.default!r}", e, ex)
+        try:
+            check_example(ex)
+        except Overflow:
+            if outcome.failure is None:
+                outcome.examples -= 1  # counted as skipped instead
+            hypothesis.reject()
 
     try:
-        run()
+        if replay is not None:
+            ex = Example(inputs=replay_inputs(program, replay, dtype, allowed),
+                         param_seed=replay.get("param_seed", 0),
+                         gain=replay.get("param_gain", 1.0),
+                         options={k: v[0] for k, v in option_choices.items()})
+            outcome.examples = 1
+            try:
+                check_example(ex)
+            except Overflow:
+                pass
+        else:
+            run()
     except PropertyFailure as exc:
         outcome.failure = exc
+    except hypothesis.errors.Unsatisfiable:
+        pass
     finally:
         model.load_state_dict(saved)
         if progress:
@@ -163,7 +209,8 @@ def _progress(done: int, total: int, ex: Example) -> None:
     sys.stderr.flush()
 
 
-def format_outcome(name: str, outcome: Outcome, tol: float, dtype: str) -> str:
+def format_outcome(name: str, outcome: Outcome, tol: float, dtype: str, spec: str = "SPEC"
+                   ) -> str:
     shrunk = (f", failed at example {outcome.examples} and shrunk in {outcome.shrink_steps} "
               "steps" if outcome.failure is not None else "")
     lines = [f"{name}: {outcome.examples} examples ({dtype}, tolerance {tol:g}, "
@@ -174,12 +221,20 @@ def format_outcome(name: str, outcome: Outcome, tol: float, dtype: str) -> str:
         mark = "" if err <= tol else "  FAILED"
         shown = f"{err:.2e}" if math.isfinite(err) else str(err)
         lines.append(f"  {check.ljust(width)}  {shown}{mark}")
+    if outcome.overflows:
+        lines.append(f"skipped {outcome.overflows} example(s) where plain autograd itself "
+                     "overflowed (random weights: not an invertibility failure)")
     if outcome.failure is None:
-        lines.append("all checks passed")
+        lines.append("all checks passed" if outcome.examples else
+                     "no example could be checked (every one overflowed)")
     else:
         f = outcome.failure
-        lines.append(f"FAILED: {f.check}: error {f.error:.3g} > tolerance {f.tol:g}")
+        tensor = f" (worst tensor: {f.tensor})" if f.tensor else ""
+        lines.append(f"FAILED: {f.check}: error {f.error:.3g} > tolerance {f.tol:g}{tensor}")
+        lines.extend(f"  {n}" for n in outcome.notes[-1:])
         lines.append(f"minimal failing example: {f.example.describe()}")
+        dt = f" --dtype {dtype}" if dtype != "float64" else ""
+        lines.append(f"replay it: revdsl test {spec}{dt} {f.example.replay_args()}")
     return "\n".join(lines)
 
 
@@ -199,11 +254,16 @@ def cmd_test(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = module.create_model().to(dtype)
     tol = args.tol if args.tol is not None else DEFAULT_TOL[args.dtype]
+    replay = {k: getattr(args, k) for k in ("batch", "input_seed", "input_scale",
+                                             "param_seed", "param_gain")
+              if getattr(args, k) is not None}
     outcome = property_test(model, compiled.program, examples=args.examples, tol=tol,
                             seed=args.seed, max_batch=args.max_batch,
                             sizes=parse_size_args(args.size),
-                            progress=not args.quiet and sys.stderr.isatty())
-    print(format_outcome(f"{args.spec} ({compiled.program.name})", outcome, tol, args.dtype))
+                            progress=not args.quiet and sys.stderr.isatty(),
+                            replay=replay or None)
+    print(format_outcome(f"{args.spec} ({compiled.program.name})", outcome, tol, args.dtype,
+                         spec=shlex.quote(args.spec)))
     return 0 if outcome.ok else 1
 
 
@@ -218,4 +278,10 @@ def add_command(sub: Any, spec_args: Any) -> None:
     p.add_argument("--max-batch", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="hypothesis seed (same seed, same run)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    replay = p.add_argument_group("replay one example (as a failure prints it)")
+    replay.add_argument("--batch", type=int)
+    replay.add_argument("--input-seed", type=int)
+    replay.add_argument("--input-scale", type=float)
+    replay.add_argument("--param-seed", type=int)
+    replay.add_argument("--param-gain", type=float)
     p.set_defaults(func=cmd_test)

@@ -146,8 +146,19 @@ def _step(model: torch.nn.Module, inputs: list[torch.Tensor], reversible: bool, 
         x.grad.detach().clone() for x in xs if x.grad is not None]
 
 
+class Overflow(ArithmeticError):
+    """Plain autograd itself is not finite at this example (random weights that make chained
+    `exp` scales overflow, say): nothing to compare, and not an invertibility failure."""
+
+
+def _all_finite(out: torch.Tensor, grads: dict[str, torch.Tensor]) -> bool:
+    return bool(torch.isfinite(out).all()) and all(bool(torch.isfinite(g).all())
+                                                   for g in grads.values())
+
+
 def gradient_errors(model: torch.nn.Module, inputs: list[torch.Tensor], seed: int = 1234,
-                    program: ir.Program | None = None, **options: Any) -> dict[str, float]:
+                    program: ir.Program | None = None, where: dict[str, str] | None = None,
+                    **options: Any) -> dict[str, float]:
     """Relative errors of one training step, reversible vs plain autograd (same seed, so the
     same dropout masks): `output`, `params` (worst parameter gradient), `input` (input
     gradients) and, given the `program`, `rebuilt:SEGMENT` for each reversible segment: how far
@@ -161,15 +172,28 @@ def gradient_errors(model: torch.nn.Module, inputs: list[torch.Tensor], seed: in
             getattr(model, seg.name).trace = traces[seg.name]
     try:
         out_r, g_r, x_r = _step(model, inputs, True, seed, options)
+    except FloatingPointError:
+        # the reversible backward found a non-finite reconstruction: an overflow of the
+        # plain model too (nothing to compare), or a real failure of the inverse
+        out_b, g_b, _ = _step(model, inputs, False, seed, options)
+        if not _all_finite(out_b, g_b):
+            raise Overflow("plain autograd is not finite either") from None
+        raise
     finally:
         for name in traces:
             getattr(model, name).trace = None
     out_b, g_b, x_b = _step(model, inputs, False, seed, options)
+    if not _all_finite(out_b, g_b):
+        raise Overflow("plain autograd is not finite at this example")
     if set(g_r) != set(g_b):
         raise AssertionError(f"gradients for different parameters: {sorted(set(g_r) ^ set(g_b))}")
     floor = grad_floor(g_b)
+    per_param = {n: rel_err(g_r[n], g_b[n], floor) for n in g_b}
+    worst_name = max(per_param, key=lambda n: _finite(per_param[n]), default="")
+    if where is not None:
+        where["params"] = worst_name
     errs = {"output": rel_err(out_r, out_b),
-            "params": max((rel_err(g_r[n], g_b[n], floor) for n in g_b), default=0.0),
+            "params": per_param[worst_name] if worst_name else 0.0,
             "input": max((rel_err(a, b) for a, b in zip(x_r, x_b)), default=0.0)}
     for name, trace in traces.items():
         fwd = [v for kind, v in trace if kind == "forward"]
@@ -540,3 +564,15 @@ def inputs_for(program: ir.Program, max_batch: int = 3, dtype: torch.dtype = tor
         return Inputs(batch=batch, sizes=chosen, seed=seed, scale=scale, tensors=xs)
 
     return draw_inputs()
+
+
+def replay_inputs(program: ir.Program, given: dict[str, Any], dtype: torch.dtype,
+                  allowed: dict[str, tuple[int, ...]]) -> Inputs:
+    """The inputs of one example as `revdsl test` prints it (batch, input_seed, input_scale;
+    free sizes: the given or first allowed value)."""
+    batch = int(given.get("batch", 1))
+    seed = int(given.get("input_seed", 0))
+    scale = float(given.get("input_scale", 1.0))
+    chosen = {k: v[0] for k, v in sorted(allowed.items())}
+    xs = [x * scale for x in random_inputs(program, batch, chosen, dtype, seed)]
+    return Inputs(batch=batch, sizes=chosen, seed=seed, scale=scale, tensors=xs)

@@ -238,6 +238,7 @@ class _Generator:
         e.line("import contextlib")
         e.line("import math")
         e.line("import threading")
+        e.line("import warnings")
         e.line("from typing import Any, NamedTuple")
         e.blank()
         e.line("import torch")
@@ -713,6 +714,8 @@ class _Generator:
                 self._members(e)
                 e.line("self.apply(init_weights)")
             self._forwards(e)
+            if p.segments:
+                self._guard_methods(e)
         e.blank(2)
         params = [q for q in p.params if q.kind == "param"]
         e.line("# The compile-time parameters this file was generated with.")
@@ -736,6 +739,23 @@ class _Generator:
                 e.line('    f"compile the spec again with --set {fixed[0]}=... to change it"')
                 e.line(")")
             e.line(f"return {p.name}(**overrides)")
+
+    def _guard_methods(self, e: Emitter) -> None:
+        self.runtime.update(("reconstruction_errors", "set_reconstruction_guard"))
+        e.blank()
+        e.line("def reconstruction_error(self) -> dict[str, float | None]:")
+        with e.indented():
+            e.docstring("Per reversible segment: the largest relative error of its rebuilt "
+                        "inputs at the last\nbackward (None until the guard is on and a "
+                        "backward ran; see set_reconstruction_guard).")
+            e.line("return reconstruction_errors(self)")
+        e.blank()
+        e.line("def set_reconstruction_guard(self, threshold: float | None = 1e-2) -> None:")
+        with e.indented():
+            e.docstring("Compare each segment's rebuilt inputs with the real ones in every "
+                        "backward and warn past\n`threshold` (0: measure only; None: off). "
+                        "It keeps each segment's inputs alive until the\nbackward.")
+            e.line("set_reconstruction_guard(self, threshold)")
 
     def _members(self, e: Emitter) -> None:
         p = self.program

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -81,6 +82,44 @@ def _recomputing() -> Any:
         yield
     finally:
         _RECOMPUTE.active = previous
+
+
+def _modes(module: nn.Module) -> tuple[bool, ...]:
+    """The training flag of a module and of each of its submodules (in `modules()` order)."""
+    return tuple(m.training for m in module.modules())
+
+
+@contextlib.contextmanager
+def _as_in_forward(module: nn.Module, modes: tuple[bool, ...]) -> Any:
+    """Recompute `module` as the forward ran it: the training flags it had then (a
+    `model.eval()` between forward and backward must not change the gradient), and without
+    firing its forward hooks, or its submodules', a second time (they fired in the forward)."""
+    mods = list(module.modules())
+    now = [m.training for m in mods]
+    hooked = [(m, m._forward_hooks, m._forward_pre_hooks) for m in mods
+              if m._forward_hooks or m._forward_pre_hooks]
+    for m, t in zip(mods, modes):
+        m.training = t
+    for m, _, _ in hooked:
+        m._forward_hooks = type(m._forward_hooks)()
+        m._forward_pre_hooks = type(m._forward_pre_hooks)()
+    try:
+        yield
+    finally:
+        for m, t in zip(mods, now):
+            m.training = t
+        for m, hooks, pre in hooked:
+            m._forward_hooks, m._forward_pre_hooks = hooks, pre
+
+
+def _no_double_backward() -> None:
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "double backward (create_graph=True) through a reversible segment is not supported: "
+            "its backward rebuilds activations without a graph of how they depend on the "
+            "parameters. Set model.reversible = False (plain autograd) for second-order "
+            "gradients."
+        )
 
 
 def _autocast_state(device_type: str) -> tuple[bool, torch.dtype, bool]:
@@ -183,12 +222,15 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 
 def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                    grads: dict[str, torch.Tensor | None], options: dict[str, Any],
-                   rng: list[Any], index: dict[int, int], slots: list[Any]) -> None:
+                   rng: list[Any], index: dict[int, int], slots: list[Any],
+                   checks: list[Any] | None = None) -> None:
     """Undo one block in place on `state`/`grads`: rebuild its inputs and backpropagate.
 
     Each step's functions are recomputed once; with grad enabled the same values serve the
     reconstruction (through the proved inverse) and the gradient. A gradient of None means "no
     gradient flows here" (as in plain autograd): such a step is only inverted, without a graph.
+       `checks` collects, per undone update, whether the rebuilt value is finite (one small tensor
+    each, read once per segment), so a vanishing scale is reported instead of returning NaN.
     """
     for k in range(len(block.STEPS) - 1, -1, -1):
         step = block.STEPS[k]
@@ -212,6 +254,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                     atoms = _call_fn(block, step, [state[r] for r in step.reads], options)
                     state[step.target] = step.inverse(state[step.target], *atoms)
                 grads[step.target] = None
+                if checks is not None:
+                    checks.append((k, step, torch.isfinite(state[step.target]).all()))
             else:
                 state.pop(step.target)
             continue
@@ -223,6 +267,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
             y = state[step.target]
             with torch.no_grad():
                 x = step.inverse(y, *[a.detach() for a in atoms])
+                if checks is not None:
+                    checks.append((k, step, torch.isfinite(x).all()))
             del y
             if step.delta is not None:
                 with torch.enable_grad():
@@ -263,6 +309,115 @@ def _carrier(t: torch.Tensor) -> torch.Tensor:
     return t.new_zeros(()).expand(t.shape)
 
 
+class _Call:
+    """One call of a reversible segment: what its blocks' backwards share. `checks` gathers
+    whether each undone update was finite (read once, when the first block is undone: one
+    synchronisation per segment); `kept` holds the segment's inputs when the reconstruction
+    guard is on, to compare with their reconstruction."""
+
+    def __init__(self, segment: ReversibleSegment, kept: tuple[torch.Tensor, ...] | None
+                 ) -> None:
+        self.segment = segment
+        self.trace = segment.trace
+        self.kept = kept
+        self.checks: list[Any] = []
+
+    def finish(self, rebuilt: dict[str, torch.Tensor]) -> None:
+        flags = [f for _, _, steps in self.checks for _, _, f in steps]
+        if flags and not bool(torch.stack(flags).all()):
+            for i, block, steps in self.checks:  # in backward order: the first failure
+                for k, step, ok in steps:
+                    if not bool(ok):
+                        raise FloatingPointError(
+                            f"reversible backward: undoing step {k} of block {i} "
+                            f"({type(block).__name__}), the update of '{step.target}' by "
+                            f"{step.fn or 'its formula'}, gave non-finite values: its inverse "
+                            "divides by a scale that vanished or overflowed at this precision. "
+                            "Bound the scale away from 0 (e.g. sigmoid(s) + eps), train in "
+                            "higher precision, or set model.reversible = False."
+                        )
+        if self.kept is not None:
+            err = 0.0
+            for name, kept in zip(self.segment.inputs, self.kept, strict=True):
+                got = rebuilt[name].detach().float()
+                ref = kept.detach().float()
+                scale = ref.abs().max().item() if ref.numel() else 0.0
+                diff = (got - ref).abs().max().item() if ref.numel() else 0.0
+                err = max(err, diff / scale if scale > 0 else diff)
+            self.segment.last_reconstruction_error = err
+            threshold = self.segment.guard
+            if threshold is not None and threshold > 0 and err > threshold:
+                warnings.warn(
+                    f"reversible segment: the backward rebuilt its inputs with relative error "
+                    f"{err:.3g} (threshold {threshold:g}); gradients are drifting from plain "
+                    "autograd's (ill-conditioned inverses at this depth and precision)",
+                    RuntimeWarning, stacklevel=2)
+
+_HOOK_CHANGED = (
+    "a forward {which} on reversible block {name} returned a new value; a reversible block "
+    "cannot honour hooks that change its inputs or outputs (its backward rebuilds the inputs "
+    "from the outputs). Set model.reversible = False to use such hooks."
+)
+
+
+def _pre_hooks(block: nn.Module, args: tuple[torch.Tensor, ...], options: dict[str, Any]
+               ) -> None:
+    """Fire a reversible block's forward pre-hooks once, in the forward, as a plain call
+    would; refuse one that changes the inputs."""
+    for hid, hook in list(block._forward_pre_hooks.items()):
+        if hid in block._forward_pre_hooks_with_kwargs:
+            got = hook(block, args, options)
+            same = got is None or _same_values(got[0], args)
+        else:
+            got = hook(block, args)
+            same = got is None or _same_values(got, args)
+        if not same:
+            raise RuntimeError(_HOOK_CHANGED.format(which="pre-hook",
+                                                    name=type(block).__name__))
+
+
+def _same_values(got: Any, args: tuple[torch.Tensor, ...]) -> bool:
+    got = got if isinstance(got, tuple) else (got,)
+    return len(got) == len(args) and all(a is b for a, b in zip(got, args))
+
+
+def _post_hooks(block: nn.Module, args: tuple[torch.Tensor, ...], options: dict[str, Any],
+                output: Any) -> None:
+    """Fire a reversible block's forward hooks once with its inputs and outputs; refuse one
+    that changes the outputs (the gradients would silently ignore the change)."""
+    for hid, hook in list(block._forward_hooks.items()):
+        if hid in block._forward_hooks_with_kwargs:
+            got = hook(block, args, options, output)
+        else:
+            got = hook(block, args, output)
+        if got is not None and got is not output and not (
+                isinstance(got, tuple) and isinstance(output, tuple) and len(got) == len(output)
+                and all(a is b for a, b in zip(got, output))):
+            raise RuntimeError(_HOOK_CHANGED.format(which="hook", name=type(block).__name__))
+
+
+def _backward_pre_hooks(block: nn.Module, gout: tuple[Any, ...]) -> tuple[Any, ...]:
+    for hook in list(block._backward_pre_hooks.values()):
+        got = hook(block, gout)
+        if got is not None:
+            gout = tuple(got)
+    return gout
+
+
+def _backward_hooks(block: nn.Module, din: tuple[Any, ...], gout: tuple[Any, ...]
+                    ) -> tuple[Any, ...]:
+    """A reversible block's full backward hooks, with the gradients of its stream inputs and
+    outputs (as `register_full_backward_hook` gives them in plain mode); a returned tuple
+    replaces the input gradients."""
+    for hook in list(block._backward_hooks.values()):
+        if not getattr(hook, "_is_full_backward_hook", True):
+            continue
+        got = hook(block, din, gout)
+        if got is not None:
+            din = tuple(got)
+    return din
+
+
 class _Block(torch.autograd.Function):
     """One reversible block. The forward keeps nothing; the backward receives the block's
     outputs (through the gradient slots of the carriers it returned) together with their
@@ -271,18 +426,19 @@ class _Block(torch.autograd.Function):
     this block's parameters, which go to AccumulateGrad (and DDP's hooks) right away."""
 
     @staticmethod
-    def forward(ctx: Any, block: nn.Module, options: dict[str, Any], trace: list[Any] | None,
+    def forward(ctx: Any, block: nn.Module, options: dict[str, Any], call: _Call, i: int,
                 n: int, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         ctx.set_materialize_grads(False)  # unused outputs send None: no work, no zero grads
         streams, params = args[:n], args[2 * n:]
-        ctx.block, ctx.options, ctx.trace, ctx.n = block, options, trace, n
+        ctx.block, ctx.options, ctx.call, ctx.i, ctx.n = block, options, call, i, n
         ctx.params = params
         device = streams[0].device
         ctx.autocast = _autocast_state(device.type)
+        ctx.modes = _modes(block)
         ctx.rng = [] if block.training and block.STOCHASTIC else None
         state = dict(zip(block.INPUTS, streams, strict=True))
-        if trace is not None:
-            trace.append(("forward", {k: v.clone() for k, v in state.items()}))
+        if call.trace is not None:
+            call.trace.append(("forward", {k: v.clone() for k, v in state.items()}))
         with torch.no_grad():
             state = run_block(block, state, options, ctx.rng)
         outs = tuple(state[name] for name in block.OUTPUTS)
@@ -290,12 +446,14 @@ class _Block(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:
-        block, n = ctx.block, ctx.n
+        _no_double_backward()
+        block, n, call = ctx.block, ctx.n, ctx.call
         m = len(block.OUTPUTS)
         values = grads[m:]
         assert all(v is not None for v in values), "a reversible block got no outputs to undo"
         state = {k: v.detach() for k, v in zip(block.OUTPUTS, values, strict=True)}
-        dstate: dict[str, torch.Tensor | None] = dict(zip(block.OUTPUTS, grads[:m], strict=True))
+        gout = _backward_pre_hooks(block, tuple(grads[:m]))
+        dstate: dict[str, torch.Tensor | None] = dict(zip(block.OUTPUTS, gout, strict=True))
         params = ctx.params
         index = {id(p): i for i, p in enumerate(params)}
         slots: list[Any] = [None] * len(params)
@@ -306,18 +464,23 @@ class _Block(torch.autograd.Function):
             devices=[device.index or 0] if device.type != "cpu" else [], enabled=bool(rng),
             device_type=device.type if device.type != "cpu" else "cuda",
         )
-        with forked, _recomputing(), torch.autocast(
+        checks: list[Any] = []
+        with forked, _recomputing(), _as_in_forward(block, ctx.modes), torch.autocast(
             device.type, dtype=dtype, enabled=enabled, cache_enabled=cache
         ):
-            backward_block(block, state, dstate, ctx.options, rng, index, slots)
-        if ctx.trace is not None:
-            ctx.trace.append(("backward", {k: v.clone() for k, v in state.items()}))
+            backward_block(block, state, dstate, ctx.options, rng, index, slots, checks)
+        call.checks.append((ctx.i, block, checks))
+        if call.trace is not None:
+            call.trace.append(("backward", {k: v.clone() for k, v in state.items()}))
         din = tuple(dstate[k] for k in block.INPUTS)
+        din = _backward_hooks(block, din, gout)
+        if ctx.i == 0:
+            call.finish(state)
         rebuilt = tuple(
-            state[k] if ctx.needs_input_grad[4 + n + i] else None
+            state[k] if ctx.needs_input_grad[5 + n + i] else None
             for i, k in enumerate(block.INPUTS)
         )
-        return (None, None, None, None, *din, *rebuilt, *slots)
+        return (None, None, None, None, None, *din, *rebuilt, *slots)
 
 
 class _Seed(torch.autograd.Function):
@@ -353,6 +516,10 @@ class ReversibleSegment(nn.Module):
         self.inputs = inputs
         self.outputs = outputs
         self.trace: list[Any] | None = None
+        # the reconstruction guard: None (off), or a relative error above which the backward
+        # warns; when on, the segment's inputs are kept to compare with their reconstruction
+        self.guard: float | None = None
+        self.last_reconstruction_error: float | None = None
 
     def forward(self, *streams: torch.Tensor, reversible: bool = True, checkpoint: bool = False,
                 **options: Any) -> tuple[torch.Tensor, ...]:
@@ -381,21 +548,44 @@ class ReversibleSegment(nn.Module):
         # segment is a graph break and runs eagerly; what comes before and after is compiled.
         state = dict(zip(self.inputs, streams, strict=True))
         carriers = {k: _carrier(v) for k, v in state.items()}
-        for block in self.blocks:
+        call = _Call(self, tuple(s.detach() for s in streams) if self.guard is not None
+                     else None)
+        for i, block in enumerate(self.blocks):
             n = len(block.INPUTS)
             params = [p for p in block.parameters() if p.requires_grad]
-            outs = _Block.apply(block, options, self.trace, n,
-                                *[state[k] for k in block.INPUTS],
+            args = tuple(state[k] for k in block.INPUTS)
+            if block._forward_pre_hooks:
+                _pre_hooks(block, args, options)
+            outs = _Block.apply(block, options, call, i, n, *args,
                                 *[carriers[k] for k in block.INPUTS], *params)
             m = len(block.OUTPUTS)
             state = dict(zip(block.OUTPUTS, outs[:m], strict=True))
             carriers = dict(zip(block.OUTPUTS, outs[m:], strict=True))
+            if block._forward_hooks:
+                out = outs[0] if m == 1 else tuple(outs[:m])
+                _post_hooks(block, args, options, out)
         return _Seed.apply(len(self.outputs), *[state[k] for k in self.outputs],
                            *[carriers[k] for k in self.outputs])
 
 
-def _recompute_contexts() -> tuple[Any, Any]:
-    return contextlib.nullcontext(), _recomputing()
+@contextlib.contextmanager
+def _recompute_stored(block: nn.Module, modes: tuple[bool, ...]) -> Any:
+    with _recomputing(), _as_in_forward(block, modes):
+        yield
+
+
+def reconstruction_errors(model: nn.Module) -> dict[str, float | None]:
+    """`model.reconstruction_error()`: each reversible segment's error at the last backward."""
+    return {name: m.last_reconstruction_error for name, m in model.named_modules()
+            if isinstance(m, ReversibleSegment)}
+
+
+def set_reconstruction_guard(model: nn.Module, threshold: float | None = 1e-2) -> None:
+    """`model.set_reconstruction_guard(...)`: turn the guard on (a threshold) or off (None)."""
+    for m in model.modules():
+        if isinstance(m, ReversibleSegment):
+            m.guard = threshold
+            m.last_reconstruction_error = None
 
 
 def run_stored(block: nn.Module, *inputs: torch.Tensor, recompute: bool = False,
@@ -413,8 +603,11 @@ def _checkpointed(block: nn.Module, *inputs: torch.Tensor, **options: Any) -> An
     # Under torch.compile this is a graph break: the stored block runs eagerly, recomputed by
     # torch.utils.checkpoint with the recompute flag set (a compiled checkpoint cannot take
     # that context, and inductor fails on some recomputed convolutions).
+    modes = _modes(block)
     return torch.utils.checkpoint.checkpoint(
-        block, *inputs, use_reentrant=False, context_fn=_recompute_contexts, **options
+        block, *inputs, use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _recompute_stored(block, modes)),
+        **options,
     )
 
 
@@ -825,6 +1018,19 @@ class RevMViT(nn.Module):
     def forward(self, img):
         x = self.forward_features(img)
         return self.forward_head(x)
+
+    def reconstruction_error(self) -> dict[str, float | None]:
+        """Per reversible segment: the largest relative error of its rebuilt inputs at the last
+        backward (None until the guard is on and a backward ran; see set_reconstruction_guard).
+        """
+        return reconstruction_errors(self)
+
+    def set_reconstruction_guard(self, threshold: float | None = 1e-2) -> None:
+        """Compare each segment's rebuilt inputs with the real ones in every backward and warn past
+        `threshold` (0: measure only; None: off). It keeps each segment's inputs alive until the
+        backward.
+        """
+        set_reconstruction_guard(self, threshold)
 
 
 # The compile-time parameters this file was generated with.
