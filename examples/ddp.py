@@ -3,10 +3,13 @@ check it.
 
 Two processes (gloo backend, CPU) each take half of every batch; DDP averages their gradients.
 The result must equal one process training on the whole batch: same gradients, same weights after
-every step. Run it as a check (what the test suite does):
+every step. Run it as a check (what the test suite does; without --set the default spec is
+compiled at this small size):
 
-    python examples/ddp.py --spec specs/rev_vit.rev --set depth=4 --set dim=32 --set heads=2 \
-        --set image=32 --set patch=8
+    python examples/ddp.py
+    python examples/ddp.py --fsdp
+    python examples/ddp.py --spec specs/rev_mvit.rev --set depth=3 --set transitions=[1] \
+        --set dim=16 --set heads=1 --set image=32
 
 The recipe for your own training script is `train_ddp` below: build the model the same way on
 every rank, wrap it in DDP, and train as usual; nothing about the reversible backward needs a
@@ -30,10 +33,12 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import revdsl
-from revdsl.cli import parse_sets
+from revdsl.files import parse_sets
 from revdsl.testing import grad_floor, without_randomness
 
 WORLD = 2
+# the default configuration: a RevViT small enough to train in seconds on 32-pixel data
+SMALL = ("depth=4", "dim=32", "heads=2", "image=32", "patch=8")
 
 
 def build(spec: str, sets: dict[str, Any], reversible: bool) -> torch.nn.Module:
@@ -91,6 +96,7 @@ def train_ddp(rank: int, args: argparse.Namespace, sets: dict[str, Any], out: st
                  for gs in grads]
         if rank == 0:
             torch.save({"state": state, "grads": grads}, out)
+        dist.barrier()  # neither rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
@@ -104,8 +110,11 @@ def rel(a: torch.Tensor, b: torch.Tensor, floor: float = 0.0) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--spec", default="specs/rev_vit.rev")
-    p.add_argument("--set", action="append", metavar="NAME=VALUE")
-    p.add_argument("--image", type=int, default=32)
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="spec parameters (default for the default spec: a small RevViT, "
+                   + " ".join(SMALL) + ")")
+    p.add_argument("--image", type=int, help="image size of the data (default: the spec's "
+                   "`image` parameter as set, else 32)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--baseline", dest="reversible", action="store_false",
@@ -114,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="shard with FSDP2 (fully_shard on the whole model) instead of DDP")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
+    if args.set is None and args.spec == p.get_default("spec"):
+        args.set = list(SMALL)
     sets = parse_sets(args.set)
+    if args.image is None:
+        args.image = int(sets.get("image", 32))
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "ddp.pt")
         mp.spawn(train_ddp, args=(args, sets, out), nprocs=WORLD, join=True)

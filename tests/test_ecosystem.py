@@ -69,7 +69,15 @@ def test_autocast_recompute_runs_at_forward_precision() -> None:
     seen: list[tuple[bool, torch.dtype]] = []
     flag = sys.modules[type(model).__module__]._RECOMPUTE  # set while the backward recomputes
     fc = model.body.blocks[1].mlp.fc1
-    fc.register_forward_hook(lambda m, i, o: seen.append((flag.active, o.dtype)))
+    # (a wrapped forward, not a hook: forward hooks do not fire again in the recompute)
+    plain_forward = fc.forward
+
+    def observed(x: torch.Tensor) -> torch.Tensor:
+        o = plain_forward(x)
+        seen.append((flag.active, o.dtype))
+        return o
+
+    fc.forward = observed
     x = torch.randn(4, 3, 32, 32)
     y = torch.tensor([0, 1, 2, 3])
 

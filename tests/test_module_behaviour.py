@@ -289,3 +289,12 @@ def test_revdsl_test_names_the_tensor_and_replays(tmp_path: Path,
     assert main([*args, "-q"]) == 1
     again = capsys.readouterr().out
     assert "minimal failing example: batch=1" in again
+
+
+@pytest.mark.parametrize("spec", sorted(SMALL))
+def test_export_for_inference(spec: str) -> None:
+    over, size = SMALL[spec]
+    model = load_spec(spec, **over).create_model().eval()
+    x = torch.randn(2, 3, size, size)
+    exported = torch.export.export(model, (x,))
+    assert torch.allclose(exported.module()(x), model(x), atol=1e-5)
