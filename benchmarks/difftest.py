@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
+from hypothesis import HealthCheck, given, seed, settings
 
-from revdsl.difftest import compare, program_specs  # noqa: E402
+from revdsl.difftest import compare, program_specs
 
 
 def main(argv: list[str] | None = None) -> int:
