@@ -109,7 +109,7 @@ def write() -> Path:
     res = {name: load(name) for name in (
         "sizes", "stats", "examples", "vit_depth", "vit_width", "paper_memory", "vit_batch",
         "largest_batch", "mvit_depth", "vir_depth", "families", "backward", "compile",
-        "amp_cpu", "vir_forms")}
+        "amp_cpu", "vir_forms", "drift")}
     machine = next((r["machine"] for r in res.values() if r), {})
     parts: list[str] = [HEADER.format(
         cpu=machine.get("cpu", "?"), cores=machine.get("cores", "?"),
@@ -193,6 +193,23 @@ def write() -> Path:
                      + _table(["depth", "dtype", "rebuilt inputs (rel.)",
                                "grads: rev vs plain", "grads: plain bf16 vs fp32",
                                "final loss rev", "final loss plain", "largest loss gap"], rows))
+    if res["drift"]:
+        d = res["drift"]
+        rows = [[r["depth"], f"x{r['scale']:g}", r["dtype"], f"{r['rebuilt']:.1e}",
+                 f"{r['grads']:.1e}"] for r in d["rows"]]
+        g = d["guard"]
+        parts.append("## Reconstruction drift by depth, precision and weight scale\n\n"
+                     f"`{d['command']}`. RevViT at RevViT-S width (dim 384, 6 heads), 32 px / "
+                     f"8 px patches, batch {d['batch']}; weights at their initial scale (x1) "
+                     "and multiplied by 10 (x10). *rebuilt*: the reconstruction guard's figure "
+                     "(max relative error of the segment's rebuilt inputs); *grads*: reversible "
+                     "vs plain autograd in the same precision, relative to the largest gradient. "
+                     "float16 needs a GPU (none was lent). The guard itself "
+                     f"(`model.set_reconstruction_guard`): {g['off_s']:.3f} s per step off, "
+                     f"{g['on_s']:.3f} s on ({100 * g['overhead']:+.1f}%; RevViT-S depth 12, "
+                     "batch 8, float32; within timing noise).\n\n"
+                     + _table(["depth", "weights", "dtype", "rebuilt (rel.)",
+                               "grads: rev vs plain"], rows))
     if res["sizes"]:
         d = res["sizes"]
         rows = [[r["label"], f"{r['params']:,}", f"{r['ref_params']:,}",

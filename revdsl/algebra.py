@@ -82,3 +82,37 @@ def clamp(x: sympy.Expr, lo: sympy.Expr | None, hi: sympy.Expr | None) -> sympy.
     if hi is not None:
         out = sympy.Min(out, hi)
     return out
+
+
+# ---- ranges of the elementwise functions (for the prover's interval arithmetic) ---------------
+
+
+def _interval(lo: object, hi: object, lo_open: bool, hi_open: bool) -> tuple:
+    return (sympy.sympify(lo), sympy.sympify(hi), lo_open, hi_open)
+
+
+def _monotone(f: object, lo: object, hi: object) -> object:
+    """The range of an increasing function with values in (lo, hi), given its argument's."""
+    def rule(x: tuple) -> tuple:
+        a = f(x[0]) if not x[0].is_infinite else sympy.sympify(lo)  # type: ignore[operator]
+        b = f(x[1]) if not x[1].is_infinite else sympy.sympify(hi)  # type: ignore[operator]
+        return (a, b, x[2] or x[0].is_infinite, x[3] or x[1].is_infinite)
+    return rule
+
+
+def _abs_range(x: tuple) -> tuple:
+    lo, hi, lo_open, hi_open = x
+    if lo >= 0:
+        return x
+    if hi <= 0:
+        return (-hi, -lo, hi_open, lo_open)
+    top = max(-lo, hi)
+    return (sympy.Integer(0), top, False, (-lo > hi and lo_open) or (hi >= -lo and hi_open))
+
+
+RANGES = {
+    sigmoid: _monotone(lambda v: 1 / (1 + sympy.exp(-v)), 0, 1),
+    sympy.tanh: _monotone(sympy.tanh, -1, 1),
+    sympy.exp: _monotone(sympy.exp, 0, sympy.oo),
+    sympy.Abs: _abs_range,
+}

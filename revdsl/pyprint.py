@@ -15,6 +15,12 @@ from revdsl.algebra import gelu, sigmoid
 _PREC_ADD, _PREC_MUL, _PREC_NEG, _PREC_POW, _PREC_ATOM = 10, 20, 30, 40, 100
 
 
+_TORCH_NAMED = {
+    sympy.tanh: "tanh", sympy.atanh: "atanh", sympy.asinh: "asinh", sympy.sinh: "sinh",
+    sympy.cosh: "cosh", sympy.sqrt: "sqrt", sympy.erf: "erf",
+}
+
+
 def py_expr(e: sympy.Basic, names: dict[sympy.Symbol, str] | None = None, *,
             tensor: bool = False, first: sympy.Symbol | None = None) -> str:
     return _Printer(names or {}, tensor, first).show(e)[0]
@@ -146,8 +152,8 @@ class _Printer:
             return self.call("exp", *e.args)
         if f == sympy.log:
             return self.call("log", *e.args)
-        if f == sympy.tanh:
-            return self.call("tanh", *e.args)
+        if f in _TORCH_NAMED:  # elementwise functions torch and math both name alike
+            return self.call(_TORCH_NAMED[f], *e.args)
         if f == sympy.Abs:
             return self.call("abs", *e.args) if self.tensor else (
                 f"abs({self.show(e.args[0])[0]})", _PREC_ATOM)
