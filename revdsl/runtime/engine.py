@@ -201,6 +201,37 @@ def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[st
     return state
 
 
+def forward_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
+    """A block's forward: its STEPS run on its input streams (what `block.forward` calls, in
+    plain autograd and under checkpointing; the reversible Function runs the same STEPS)."""
+    state = run_block(block, dict(zip(block.INPUTS, streams, strict=True)), options, None)
+    outs = tuple(state[name] for name in block.OUTPUTS)
+    return outs if len(outs) > 1 else outs[0]
+
+
+def inverse_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
+    """A block's inputs rebuilt from its outputs with the proved inverses of its STEPS, in
+    reverse order (the same inverses the reversible backward applies)."""
+    state = dict(zip(block.OUTPUTS, streams, strict=True))
+    for step in reversed(block.STEPS):
+        _undo(block, step, state, options)
+    ins = tuple(state[name] for name in block.INPUTS)
+    return ins if len(ins) > 1 else ins[0]
+
+
+def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
+          options: dict[str, Any]) -> None:
+    """Undo one step on `state` (no gradient involved)."""
+    if isinstance(step, Permute):
+        outs = [state.pop(n) for n in step.outputs]
+        state.update(zip(step.inputs, _atoms(step.inverse(*outs)), strict=True))
+    elif isinstance(step, Couple):
+        atoms = _call_fn(block, step, [state[r] for r in step.reads], options)
+        state[step.target] = step.inverse(state[step.target], *atoms)
+    else:
+        state.pop(step.target)
+
+
 def _accumulate(slots: list[Any], index: dict[int, int], params: list[nn.Parameter],
                 grads: tuple[Any, ...]) -> None:
     for p, g in zip(params, grads, strict=True):

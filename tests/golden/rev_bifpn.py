@@ -212,6 +212,37 @@ def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[st
     return state
 
 
+def forward_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
+    """A block's forward: its STEPS run on its input streams (what `block.forward` calls, in
+    plain autograd and under checkpointing; the reversible Function runs the same STEPS)."""
+    state = run_block(block, dict(zip(block.INPUTS, streams, strict=True)), options, None)
+    outs = tuple(state[name] for name in block.OUTPUTS)
+    return outs if len(outs) > 1 else outs[0]
+
+
+def inverse_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
+    """A block's inputs rebuilt from its outputs with the proved inverses of its STEPS, in
+    reverse order (the same inverses the reversible backward applies)."""
+    state = dict(zip(block.OUTPUTS, streams, strict=True))
+    for step in reversed(block.STEPS):
+        _undo(block, step, state, options)
+    ins = tuple(state[name] for name in block.INPUTS)
+    return ins if len(ins) > 1 else ins[0]
+
+
+def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
+          options: dict[str, Any]) -> None:
+    """Undo one step on `state` (no gradient involved)."""
+    if isinstance(step, Permute):
+        outs = [state.pop(n) for n in step.outputs]
+        state.update(zip(step.inputs, _atoms(step.inverse(*outs)), strict=True))
+    elif isinstance(step, Couple):
+        atoms = _call_fn(block, step, [state[r] for r in step.reads], options)
+        state[step.target] = step.inverse(state[step.target], *atoms)
+    else:
+        state.pop(step.target)
+
+
 def _accumulate(slots: list[Any], index: dict[int, int], params: list[nn.Parameter],
                 grads: tuple[Any, ...]) -> None:
     for p, g in zip(params, grads, strict=True):
@@ -775,6 +806,9 @@ class Block(nn.Module):
         a = a - f
         b = b - f
         s0 = cat(a, b)
+
+    STEPS below is the one executable form of these steps: forward(), inverse() and the
+    reversible backward all run it.
     """
 
     INPUTS = ("s0",)
@@ -786,38 +820,30 @@ class Block(nn.Module):
         self.mbconv1 = MBConv(24, 24, se=0.25)
         self.mbconv2 = MBConv(24, 24, se=0.25)
 
-    def f1(self, a):
+    def f_mbconv1(self, a):
         """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv1(a)
 
-    def f2(self, b):
+    def f_mbconv2(self, b):
         """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv2(b)
 
     def forward(self, s0):
-        a, b = torch.chunk(s0, 2, dim=1)
-        b = b + self.f1(a)
-        a = a + self.f2(b)
-        s0 = torch.cat([a, b], dim=1)
-        return s0
+        return forward_steps(self, (s0,))
 
     def inverse(self, s0):
-        """Rebuild this block's inputs from its outputs (the proved inverse)."""
-        a, b = torch.chunk(s0, 2, dim=1)
-        a = a - self.f2(b)
-        b = b - self.f1(a)
-        s0 = torch.cat([a, b], dim=1)
-        return s0
+        """Rebuild this block's inputs from its outputs (the proved inverses in STEPS)."""
+        return inverse_steps(self, (s0,))
 
     STEPS = (
         Permute(inputs=("s0",), outputs=("a", "b"),
                 forward=lambda s0: torch.chunk(s0, 2, dim=1),
                 inverse=lambda a, b: torch.cat([a, b], dim=1)),
-        Couple("b", ("a",), "f1", ("mbconv1",), True,
+        Couple("b", ("a",), "f_mbconv1", ("mbconv1",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("a", ("b",), "f2", ("mbconv2",), True,
+        Couple("a", ("b",), "f_mbconv2", ("mbconv2",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -836,6 +862,9 @@ class Silo(nn.Module):
     Undone (inverse derived by the verifier) in reverse order:
         s0 = s0 - f
         drop s1
+
+    STEPS below is the one executable form of these steps: forward(), inverse() and the
+    reversible backward all run it.
     """
 
     INPUTS = ("s0",)
@@ -847,29 +876,25 @@ class Silo(nn.Module):
         self.mbconv1 = MBConv(48, 64, stride=2, se=0.25)
         self.mbconv2 = MBConv(64, 48, se=0.25)
 
-    def f1(self, s0):
+    def f_mbconv1(self, s0):
         """Function of the new stream s1 (spec line 80): mbconv(s0)."""
         return self.mbconv1(s0)
 
-    def f2(self, s1):
+    def f_mbconv2(self, s1):
         """Function of the update of s0 (spec line 87): upsample(mbconv(s1))."""
         return F.interpolate(self.mbconv2(s1), scale_factor=2, mode='bilinear', align_corners=False)
 
     def forward(self, s0):
-        s1 = self.f1(s0)
-        s0 = s0 + self.f2(s1)
-        return s0, s1
+        return forward_steps(self, (s0,))
 
     def inverse(self, s0, s1):
-        """Rebuild this block's inputs from its outputs (the proved inverse)."""
-        s0 = s0 - self.f2(s1)
-        del s1  # a created stream is simply dropped
-        return s0
+        """Rebuild this block's inputs from its outputs (the proved inverses in STEPS)."""
+        return inverse_steps(self, (s0, s1))
 
     STEPS = (
-        Create("s1", ("s0",), "f1", ("mbconv1",), True,
+        Create("s1", ("s0",), "f_mbconv1", ("mbconv1",), True,
             combine=lambda a0: a0),
-        Couple("s0", ("s1",), "f2", ("mbconv2",), True,
+        Couple("s0", ("s1",), "f_mbconv2", ("mbconv2",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -897,6 +922,9 @@ class Block2(nn.Module):
         a = a - f
         b = b - f
         s0 = cat(a, b)
+
+    STEPS below is the one executable form of these steps: forward(), inverse() and the
+    reversible backward all run it.
     """
 
     INPUTS = ("s0", "s1")
@@ -910,54 +938,38 @@ class Block2(nn.Module):
         self.mbconv3 = MBConv(32, 32, kernel=5, se=0.25)
         self.mbconv4 = MBConv(32, 32, kernel=5, se=0.25)
 
-    def f1(self, a):
+    def f_mbconv1(self, a):
         """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv1(a)
 
-    def f2(self, b):
+    def f_mbconv2(self, b):
         """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv2(b)
 
-    def f3(self, a):
+    def f_mbconv3(self, a):
         """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv3(a)
 
-    def f4(self, b):
+    def f_mbconv4(self, b):
         """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv4(b)
 
     def forward(self, s0, s1):
-        a, b = torch.chunk(s0, 2, dim=1)
-        b = b + self.f1(a)
-        a = a + self.f2(b)
-        s0 = torch.cat([a, b], dim=1)
-        a, b = torch.chunk(s1, 2, dim=1)
-        b = b + self.f3(a)
-        a = a + self.f4(b)
-        s1 = torch.cat([a, b], dim=1)
-        return s0, s1
+        return forward_steps(self, (s0, s1))
 
     def inverse(self, s0, s1):
-        """Rebuild this block's inputs from its outputs (the proved inverse)."""
-        a, b = torch.chunk(s1, 2, dim=1)
-        a = a - self.f4(b)
-        b = b - self.f3(a)
-        s1 = torch.cat([a, b], dim=1)
-        a, b = torch.chunk(s0, 2, dim=1)
-        a = a - self.f2(b)
-        b = b - self.f1(a)
-        s0 = torch.cat([a, b], dim=1)
-        return s0, s1
+        """Rebuild this block's inputs from its outputs (the proved inverses in STEPS)."""
+        return inverse_steps(self, (s0, s1))
 
     STEPS = (
         Permute(inputs=("s0",), outputs=("a", "b"),
                 forward=lambda s0: torch.chunk(s0, 2, dim=1),
                 inverse=lambda a, b: torch.cat([a, b], dim=1)),
-        Couple("b", ("a",), "f1", ("mbconv1",), True,
+        Couple("b", ("a",), "f_mbconv1", ("mbconv1",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("a", ("b",), "f2", ("mbconv2",), True,
+        Couple("a", ("b",), "f_mbconv2", ("mbconv2",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -967,11 +979,11 @@ class Block2(nn.Module):
         Permute(inputs=("s1",), outputs=("a", "b"),
                 forward=lambda s1: torch.chunk(s1, 2, dim=1),
                 inverse=lambda a, b: torch.cat([a, b], dim=1)),
-        Couple("b", ("a",), "f3", ("mbconv3",), True,
+        Couple("b", ("a",), "f_mbconv3", ("mbconv3",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("a", ("b",), "f4", ("mbconv4",), True,
+        Couple("a", ("b",), "f_mbconv4", ("mbconv4",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -994,6 +1006,9 @@ class Silo2(nn.Module):
         s0 = s0 - f1 - f2
         s1 = s1 - f
         drop s2
+
+    STEPS below is the one executable form of these steps: forward(), inverse() and the
+    reversible backward all run it.
     """
 
     INPUTS = ("s0", "s1")
@@ -1009,52 +1024,41 @@ class Silo2(nn.Module):
         self.mbconv5 = MBConv(64, 48, se=0.25)
         self.mbconv6 = MBConv(80, 48, se=0.25)
 
-    def f1(self, s0, s1):
+    def f_mbconv2(self, s0, s1):
         """Functions of the new stream s2 (spec line 80): mbconv(s0), mbconv(s1)."""
         return self.mbconv2(s0), self.mbconv3(s1)
 
-    def f2(self, s0):
+    def f_mbconv1(self, s0):
         """Function of the update of s1 (spec line 75): mbconv(s0)."""
         return self.mbconv1(s0)
 
-    def f3(self, s1, s2):
+    def f_mbconv5(self, s1, s2):
         """Functions of the update of s0 (spec line 87): upsample(mbconv(s1)), upsample(mbconv(s2))."""
         return F.interpolate(self.mbconv5(s1), scale_factor=2, mode='bilinear', align_corners=False), F.interpolate(self.mbconv6(s2), scale_factor=4, mode='bilinear', align_corners=False)
 
-    def f4(self, s2):
+    def f_mbconv4(self, s2):
         """Function of the update of s1 (spec line 87): upsample(mbconv(s2))."""
         return F.interpolate(self.mbconv4(s2), scale_factor=2, mode='bilinear', align_corners=False)
 
     def forward(self, s0, s1):
-        a0, a1 = self.f1(s0, s1)
-        s2 = a0 + a1
-        s1 = s1 + self.f2(s0)
-        a0, a1 = self.f3(s1, s2)
-        s0 = s0 + a0 + a1
-        s1 = s1 + self.f4(s2)
-        return s0, s1, s2
+        return forward_steps(self, (s0, s1))
 
     def inverse(self, s0, s1, s2):
-        """Rebuild this block's inputs from its outputs (the proved inverse)."""
-        s1 = s1 - self.f4(s2)
-        a0, a1 = self.f3(s1, s2)
-        s0 = s0 - a0 - a1
-        s1 = s1 - self.f2(s0)
-        del s2  # a created stream is simply dropped
-        return s0, s1
+        """Rebuild this block's inputs from its outputs (the proved inverses in STEPS)."""
+        return inverse_steps(self, (s0, s1, s2))
 
     STEPS = (
-        Create("s2", ("s0", "s1"), "f1", ("mbconv2", "mbconv3"), True,
+        Create("s2", ("s0", "s1"), "f_mbconv2", ("mbconv2", "mbconv3"), True,
             combine=lambda a0, a1: a0 + a1),
-        Couple("s1", ("s0",), "f2", ("mbconv1",), True,
+        Couple("s1", ("s0",), "f_mbconv1", ("mbconv1",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("s0", ("s1", "s2"), "f3", ("mbconv5", "mbconv6"), True,
+        Couple("s0", ("s1", "s2"), "f_mbconv5", ("mbconv5", "mbconv6"), True,
             forward=lambda t, a0, a1: t + a0 + a1,
             inverse=lambda y, a0, a1: y - a0 - a1,
             delta=lambda a0, a1: a0 + a1),
-        Couple("s1", ("s2",), "f4", ("mbconv4",), True,
+        Couple("s1", ("s2",), "f_mbconv4", ("mbconv4",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -1090,6 +1094,9 @@ class Block3(nn.Module):
         a = a - f
         b = b - f
         s0 = cat(a, b)
+
+    STEPS below is the one executable form of these steps: forward(), inverse() and the
+    reversible backward all run it.
     """
 
     INPUTS = ("s0", "s1", "s2")
@@ -1105,70 +1112,46 @@ class Block3(nn.Module):
         self.mbconv5 = MBConv(40, 40, kernel=5, expand=2, se=0.125)
         self.mbconv6 = MBConv(40, 40, kernel=5, expand=2, se=0.125)
 
-    def f1(self, a):
+    def f_mbconv1(self, a):
         """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv1(a)
 
-    def f2(self, b):
+    def f_mbconv2(self, b):
         """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv2(b)
 
-    def f3(self, a):
+    def f_mbconv3(self, a):
         """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv3(a)
 
-    def f4(self, b):
+    def f_mbconv4(self, b):
         """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv4(b)
 
-    def f5(self, a):
+    def f_mbconv5(self, a):
         """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv5(a)
 
-    def f6(self, b):
+    def f_mbconv6(self, b):
         """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv6(b)
 
     def forward(self, s0, s1, s2):
-        a, b = torch.chunk(s0, 2, dim=1)
-        b = b + self.f1(a)
-        a = a + self.f2(b)
-        s0 = torch.cat([a, b], dim=1)
-        a, b = torch.chunk(s1, 2, dim=1)
-        b = b + self.f3(a)
-        a = a + self.f4(b)
-        s1 = torch.cat([a, b], dim=1)
-        a, b = torch.chunk(s2, 2, dim=1)
-        b = b + self.f5(a)
-        a = a + self.f6(b)
-        s2 = torch.cat([a, b], dim=1)
-        return s0, s1, s2
+        return forward_steps(self, (s0, s1, s2))
 
     def inverse(self, s0, s1, s2):
-        """Rebuild this block's inputs from its outputs (the proved inverse)."""
-        a, b = torch.chunk(s2, 2, dim=1)
-        a = a - self.f6(b)
-        b = b - self.f5(a)
-        s2 = torch.cat([a, b], dim=1)
-        a, b = torch.chunk(s1, 2, dim=1)
-        a = a - self.f4(b)
-        b = b - self.f3(a)
-        s1 = torch.cat([a, b], dim=1)
-        a, b = torch.chunk(s0, 2, dim=1)
-        a = a - self.f2(b)
-        b = b - self.f1(a)
-        s0 = torch.cat([a, b], dim=1)
-        return s0, s1, s2
+        """Rebuild this block's inputs from its outputs (the proved inverses in STEPS)."""
+        return inverse_steps(self, (s0, s1, s2))
 
     STEPS = (
         Permute(inputs=("s0",), outputs=("a", "b"),
                 forward=lambda s0: torch.chunk(s0, 2, dim=1),
                 inverse=lambda a, b: torch.cat([a, b], dim=1)),
-        Couple("b", ("a",), "f1", ("mbconv1",), True,
+        Couple("b", ("a",), "f_mbconv1", ("mbconv1",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("a", ("b",), "f2", ("mbconv2",), True,
+        Couple("a", ("b",), "f_mbconv2", ("mbconv2",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -1178,11 +1161,11 @@ class Block3(nn.Module):
         Permute(inputs=("s1",), outputs=("a", "b"),
                 forward=lambda s1: torch.chunk(s1, 2, dim=1),
                 inverse=lambda a, b: torch.cat([a, b], dim=1)),
-        Couple("b", ("a",), "f3", ("mbconv3",), True,
+        Couple("b", ("a",), "f_mbconv3", ("mbconv3",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("a", ("b",), "f4", ("mbconv4",), True,
+        Couple("a", ("b",), "f_mbconv4", ("mbconv4",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -1192,11 +1175,11 @@ class Block3(nn.Module):
         Permute(inputs=("s2",), outputs=("a", "b"),
                 forward=lambda s2: torch.chunk(s2, 2, dim=1),
                 inverse=lambda a, b: torch.cat([a, b], dim=1)),
-        Couple("b", ("a",), "f5", ("mbconv5",), True,
+        Couple("b", ("a",), "f_mbconv5", ("mbconv5",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("a", ("b",), "f6", ("mbconv6",), True,
+        Couple("a", ("b",), "f_mbconv6", ("mbconv6",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -1223,6 +1206,9 @@ class Silo3(nn.Module):
         s1 = s1 - f
         s2 = s2 - f1 - f2
         drop s3
+
+    STEPS below is the one executable form of these steps: forward(), inverse() and the
+    reversible backward all run it.
     """
 
     INPUTS = ("s0", "s1", "s2")
@@ -1244,76 +1230,57 @@ class Silo3(nn.Module):
         self.mbconv11 = MBConv(80, 48, se=0.25)
         self.mbconv12 = MBConv(160, 48, kernel=5, se=0.25)
 
-    def f1(self, s0, s1, s2):
+    def f_mbconv4(self, s0, s1, s2):
         """Functions of the new stream s3 (spec line 80): mbconv(s0), mbconv(s1), mbconv(s2)."""
         return self.mbconv4(s0), self.mbconv5(s1), self.mbconv6(s2)
 
-    def f2(self, s0, s1):
+    def f_mbconv2(self, s0, s1):
         """Functions of the update of s2 (spec line 75): mbconv(s0), mbconv(s1)."""
         return self.mbconv2(s0), self.mbconv3(s1)
 
-    def f3(self, s0):
+    def f_mbconv1(self, s0):
         """Function of the update of s1 (spec line 75): mbconv(s0)."""
         return self.mbconv1(s0)
 
-    def f4(self, s1, s2, s3):
+    def f_mbconv10(self, s1, s2, s3):
         """Functions of the update of s0 (spec line 87): upsample(mbconv(s1)), upsample(mbconv(s2)), upsample(mbconv(s3))."""
         return F.interpolate(self.mbconv10(s1), scale_factor=2, mode='bilinear', align_corners=False), F.interpolate(self.mbconv11(s2), scale_factor=4, mode='bilinear', align_corners=False), F.interpolate(self.mbconv12(s3), scale_factor=8, mode='bilinear', align_corners=False)
 
-    def f5(self, s2, s3):
+    def f_mbconv8(self, s2, s3):
         """Functions of the update of s1 (spec line 87): upsample(mbconv(s2)), upsample(mbconv(s3))."""
         return F.interpolate(self.mbconv8(s2), scale_factor=2, mode='bilinear', align_corners=False), F.interpolate(self.mbconv9(s3), scale_factor=4, mode='bilinear', align_corners=False)
 
-    def f6(self, s3):
+    def f_mbconv7(self, s3):
         """Function of the update of s2 (spec line 87): upsample(mbconv(s3))."""
         return F.interpolate(self.mbconv7(s3), scale_factor=2, mode='bilinear', align_corners=False)
 
     def forward(self, s0, s1, s2):
-        a0, a1, a2 = self.f1(s0, s1, s2)
-        s3 = a0 + a1 + a2
-        a0, a1 = self.f2(s0, s1)
-        s2 = s2 + a0 + a1
-        s1 = s1 + self.f3(s0)
-        a0, a1, a2 = self.f4(s1, s2, s3)
-        s0 = s0 + a0 + a1 + a2
-        a0, a1 = self.f5(s2, s3)
-        s1 = s1 + a0 + a1
-        s2 = s2 + self.f6(s3)
-        return s0, s1, s2, s3
+        return forward_steps(self, (s0, s1, s2))
 
     def inverse(self, s0, s1, s2, s3):
-        """Rebuild this block's inputs from its outputs (the proved inverse)."""
-        s2 = s2 - self.f6(s3)
-        a0, a1 = self.f5(s2, s3)
-        s1 = s1 - a0 - a1
-        a0, a1, a2 = self.f4(s1, s2, s3)
-        s0 = s0 - a0 - a1 - a2
-        s1 = s1 - self.f3(s0)
-        a0, a1 = self.f2(s0, s1)
-        s2 = s2 - a0 - a1
-        del s3  # a created stream is simply dropped
-        return s0, s1, s2
+        """Rebuild this block's inputs from its outputs (the proved inverses in STEPS)."""
+        return inverse_steps(self, (s0, s1, s2, s3))
 
     STEPS = (
-        Create("s3", ("s0", "s1", "s2"), "f1", ("mbconv4", "mbconv5", "mbconv6"), True,
+        Create("s3", ("s0", "s1", "s2"), "f_mbconv4", ("mbconv4", "mbconv5", "mbconv6"), True,
             combine=lambda a0, a1, a2: a0 + a1 + a2),
-        Couple("s2", ("s0", "s1"), "f2", ("mbconv2", "mbconv3"), True,
+        Couple("s2", ("s0", "s1"), "f_mbconv2", ("mbconv2", "mbconv3"), True,
             forward=lambda t, a0, a1: t + a0 + a1,
             inverse=lambda y, a0, a1: y - a0 - a1,
             delta=lambda a0, a1: a0 + a1),
-        Couple("s1", ("s0",), "f3", ("mbconv1",), True,
+        Couple("s1", ("s0",), "f_mbconv1", ("mbconv1",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("s0", ("s1", "s2", "s3"), "f4", ("mbconv10", "mbconv11", "mbconv12"), True,
+        Couple("s0", ("s1", "s2", "s3"), "f_mbconv10", ("mbconv10", "mbconv11", "mbconv12"), True,
             forward=lambda t, a0, a1, a2: t + a0 + a1 + a2,
             inverse=lambda y, a0, a1, a2: y - a0 - a1 - a2,
             delta=lambda a0, a1, a2: a0 + a1 + a2),
-        Couple("s1", ("s2", "s3"), "f5", ("mbconv8", "mbconv9"), True,
+        Couple("s1", ("s2", "s3"), "f_mbconv8", ("mbconv8", "mbconv9"), True,
             forward=lambda t, a0, a1: t + a0 + a1,
             inverse=lambda y, a0, a1: y - a0 - a1,
             delta=lambda a0, a1: a0 + a1),
-        Couple("s2", ("s3",), "f6", ("mbconv7",), True,
+        Couple("s2", ("s3",), "f_mbconv7", ("mbconv7",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -1357,6 +1324,9 @@ class Block4(nn.Module):
         a = a - f
         b = b - f
         s0 = cat(a, b)
+
+    STEPS below is the one executable form of these steps: forward(), inverse() and the
+    reversible backward all run it.
     """
 
     INPUTS = ("s0", "s1", "s2", "s3")
@@ -1374,86 +1344,54 @@ class Block4(nn.Module):
         self.mbconv7 = MBConv(80, 80, kernel=5, expand=2)
         self.mbconv8 = MBConv(80, 80, kernel=5, expand=2)
 
-    def f1(self, a):
+    def f_mbconv1(self, a):
         """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv1(a)
 
-    def f2(self, b):
+    def f_mbconv2(self, b):
         """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv2(b)
 
-    def f3(self, a):
+    def f_mbconv3(self, a):
         """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv3(a)
 
-    def f4(self, b):
+    def f_mbconv4(self, b):
         """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv4(b)
 
-    def f5(self, a):
+    def f_mbconv5(self, a):
         """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv5(a)
 
-    def f6(self, b):
+    def f_mbconv6(self, b):
         """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv6(b)
 
-    def f7(self, a):
+    def f_mbconv7(self, a):
         """Function of the update of b (spec line 62): mbconv(a)."""
         return self.mbconv7(a)
 
-    def f8(self, b):
+    def f_mbconv8(self, b):
         """Function of the update of a (spec line 64): mbconv(b)."""
         return self.mbconv8(b)
 
     def forward(self, s0, s1, s2, s3):
-        a, b = torch.chunk(s0, 2, dim=1)
-        b = b + self.f1(a)
-        a = a + self.f2(b)
-        s0 = torch.cat([a, b], dim=1)
-        a, b = torch.chunk(s1, 2, dim=1)
-        b = b + self.f3(a)
-        a = a + self.f4(b)
-        s1 = torch.cat([a, b], dim=1)
-        a, b = torch.chunk(s2, 2, dim=1)
-        b = b + self.f5(a)
-        a = a + self.f6(b)
-        s2 = torch.cat([a, b], dim=1)
-        a, b = torch.chunk(s3, 2, dim=1)
-        b = b + self.f7(a)
-        a = a + self.f8(b)
-        s3 = torch.cat([a, b], dim=1)
-        return s0, s1, s2, s3
+        return forward_steps(self, (s0, s1, s2, s3))
 
     def inverse(self, s0, s1, s2, s3):
-        """Rebuild this block's inputs from its outputs (the proved inverse)."""
-        a, b = torch.chunk(s3, 2, dim=1)
-        a = a - self.f8(b)
-        b = b - self.f7(a)
-        s3 = torch.cat([a, b], dim=1)
-        a, b = torch.chunk(s2, 2, dim=1)
-        a = a - self.f6(b)
-        b = b - self.f5(a)
-        s2 = torch.cat([a, b], dim=1)
-        a, b = torch.chunk(s1, 2, dim=1)
-        a = a - self.f4(b)
-        b = b - self.f3(a)
-        s1 = torch.cat([a, b], dim=1)
-        a, b = torch.chunk(s0, 2, dim=1)
-        a = a - self.f2(b)
-        b = b - self.f1(a)
-        s0 = torch.cat([a, b], dim=1)
-        return s0, s1, s2, s3
+        """Rebuild this block's inputs from its outputs (the proved inverses in STEPS)."""
+        return inverse_steps(self, (s0, s1, s2, s3))
 
     STEPS = (
         Permute(inputs=("s0",), outputs=("a", "b"),
                 forward=lambda s0: torch.chunk(s0, 2, dim=1),
                 inverse=lambda a, b: torch.cat([a, b], dim=1)),
-        Couple("b", ("a",), "f1", ("mbconv1",), True,
+        Couple("b", ("a",), "f_mbconv1", ("mbconv1",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("a", ("b",), "f2", ("mbconv2",), True,
+        Couple("a", ("b",), "f_mbconv2", ("mbconv2",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -1463,11 +1401,11 @@ class Block4(nn.Module):
         Permute(inputs=("s1",), outputs=("a", "b"),
                 forward=lambda s1: torch.chunk(s1, 2, dim=1),
                 inverse=lambda a, b: torch.cat([a, b], dim=1)),
-        Couple("b", ("a",), "f3", ("mbconv3",), True,
+        Couple("b", ("a",), "f_mbconv3", ("mbconv3",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("a", ("b",), "f4", ("mbconv4",), True,
+        Couple("a", ("b",), "f_mbconv4", ("mbconv4",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -1477,11 +1415,11 @@ class Block4(nn.Module):
         Permute(inputs=("s2",), outputs=("a", "b"),
                 forward=lambda s2: torch.chunk(s2, 2, dim=1),
                 inverse=lambda a, b: torch.cat([a, b], dim=1)),
-        Couple("b", ("a",), "f5", ("mbconv5",), True,
+        Couple("b", ("a",), "f_mbconv5", ("mbconv5",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("a", ("b",), "f6", ("mbconv6",), True,
+        Couple("a", ("b",), "f_mbconv6", ("mbconv6",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -1491,11 +1429,11 @@ class Block4(nn.Module):
         Permute(inputs=("s3",), outputs=("a", "b"),
                 forward=lambda s3: torch.chunk(s3, 2, dim=1),
                 inverse=lambda a, b: torch.cat([a, b], dim=1)),
-        Couple("b", ("a",), "f7", ("mbconv7",), True,
+        Couple("b", ("a",), "f_mbconv7", ("mbconv7",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("a", ("b",), "f8", ("mbconv8",), True,
+        Couple("a", ("b",), "f_mbconv8", ("mbconv8",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -1522,6 +1460,9 @@ class Silo4(nn.Module):
         s1 = s1 - f
         s2 = s2 - f1 - f2
         s3 = s3 - f1 - f2 - f3
+
+    STEPS below is the one executable form of these steps: forward(), inverse() and the
+    reversible backward all run it.
     """
 
     INPUTS = ("s0", "s1", "s2", "s3")
@@ -1543,79 +1484,59 @@ class Silo4(nn.Module):
         self.mbconv11 = MBConv(80, 48, se=0.25)
         self.mbconv12 = MBConv(160, 48, kernel=5, se=0.25)
 
-    def f1(self, s0, s1, s2):
+    def f_mbconv4(self, s0, s1, s2):
         """Functions of the update of s3 (spec line 75): mbconv(s0), mbconv(s1), mbconv(s2)."""
         return self.mbconv4(s0), self.mbconv5(s1), self.mbconv6(s2)
 
-    def f2(self, s0, s1):
+    def f_mbconv2(self, s0, s1):
         """Functions of the update of s2 (spec line 75): mbconv(s0), mbconv(s1)."""
         return self.mbconv2(s0), self.mbconv3(s1)
 
-    def f3(self, s0):
+    def f_mbconv1(self, s0):
         """Function of the update of s1 (spec line 75): mbconv(s0)."""
         return self.mbconv1(s0)
 
-    def f4(self, s1, s2, s3):
+    def f_mbconv10(self, s1, s2, s3):
         """Functions of the update of s0 (spec line 87): upsample(mbconv(s1)), upsample(mbconv(s2)), upsample(mbconv(s3))."""
         return F.interpolate(self.mbconv10(s1), scale_factor=2, mode='bilinear', align_corners=False), F.interpolate(self.mbconv11(s2), scale_factor=4, mode='bilinear', align_corners=False), F.interpolate(self.mbconv12(s3), scale_factor=8, mode='bilinear', align_corners=False)
 
-    def f5(self, s2, s3):
+    def f_mbconv8(self, s2, s3):
         """Functions of the update of s1 (spec line 87): upsample(mbconv(s2)), upsample(mbconv(s3))."""
         return F.interpolate(self.mbconv8(s2), scale_factor=2, mode='bilinear', align_corners=False), F.interpolate(self.mbconv9(s3), scale_factor=4, mode='bilinear', align_corners=False)
 
-    def f6(self, s3):
+    def f_mbconv7(self, s3):
         """Function of the update of s2 (spec line 87): upsample(mbconv(s3))."""
         return F.interpolate(self.mbconv7(s3), scale_factor=2, mode='bilinear', align_corners=False)
 
     def forward(self, s0, s1, s2, s3):
-        a0, a1, a2 = self.f1(s0, s1, s2)
-        s3 = s3 + a0 + a1 + a2
-        a0, a1 = self.f2(s0, s1)
-        s2 = s2 + a0 + a1
-        s1 = s1 + self.f3(s0)
-        a0, a1, a2 = self.f4(s1, s2, s3)
-        s0 = s0 + a0 + a1 + a2
-        a0, a1 = self.f5(s2, s3)
-        s1 = s1 + a0 + a1
-        s2 = s2 + self.f6(s3)
-        return s0, s1, s2, s3
+        return forward_steps(self, (s0, s1, s2, s3))
 
     def inverse(self, s0, s1, s2, s3):
-        """Rebuild this block's inputs from its outputs (the proved inverse)."""
-        s2 = s2 - self.f6(s3)
-        a0, a1 = self.f5(s2, s3)
-        s1 = s1 - a0 - a1
-        a0, a1, a2 = self.f4(s1, s2, s3)
-        s0 = s0 - a0 - a1 - a2
-        s1 = s1 - self.f3(s0)
-        a0, a1 = self.f2(s0, s1)
-        s2 = s2 - a0 - a1
-        a0, a1, a2 = self.f1(s0, s1, s2)
-        s3 = s3 - a0 - a1 - a2
-        return s0, s1, s2, s3
+        """Rebuild this block's inputs from its outputs (the proved inverses in STEPS)."""
+        return inverse_steps(self, (s0, s1, s2, s3))
 
     STEPS = (
-        Couple("s3", ("s0", "s1", "s2"), "f1", ("mbconv4", "mbconv5", "mbconv6"), True,
+        Couple("s3", ("s0", "s1", "s2"), "f_mbconv4", ("mbconv4", "mbconv5", "mbconv6"), True,
             forward=lambda t, a0, a1, a2: t + a0 + a1 + a2,
             inverse=lambda y, a0, a1, a2: y - a0 - a1 - a2,
             delta=lambda a0, a1, a2: a0 + a1 + a2),
-        Couple("s2", ("s0", "s1"), "f2", ("mbconv2", "mbconv3"), True,
+        Couple("s2", ("s0", "s1"), "f_mbconv2", ("mbconv2", "mbconv3"), True,
             forward=lambda t, a0, a1: t + a0 + a1,
             inverse=lambda y, a0, a1: y - a0 - a1,
             delta=lambda a0, a1: a0 + a1),
-        Couple("s1", ("s0",), "f3", ("mbconv1",), True,
+        Couple("s1", ("s0",), "f_mbconv1", ("mbconv1",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("s0", ("s1", "s2", "s3"), "f4", ("mbconv10", "mbconv11", "mbconv12"), True,
+        Couple("s0", ("s1", "s2", "s3"), "f_mbconv10", ("mbconv10", "mbconv11", "mbconv12"), True,
             forward=lambda t, a0, a1, a2: t + a0 + a1 + a2,
             inverse=lambda y, a0, a1, a2: y - a0 - a1 - a2,
             delta=lambda a0, a1, a2: a0 + a1 + a2),
-        Couple("s1", ("s2", "s3"), "f5", ("mbconv8", "mbconv9"), True,
+        Couple("s1", ("s2", "s3"), "f_mbconv8", ("mbconv8", "mbconv9"), True,
             forward=lambda t, a0, a1: t + a0 + a1,
             inverse=lambda y, a0, a1: y - a0 - a1,
             delta=lambda a0, a1: a0 + a1),
-        Couple("s2", ("s3",), "f6", ("mbconv7",), True,
+        Couple("s2", ("s3",), "f_mbconv7", ("mbconv7",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),

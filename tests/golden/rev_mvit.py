@@ -203,6 +203,37 @@ def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[st
     return state
 
 
+def forward_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
+    """A block's forward: its STEPS run on its input streams (what `block.forward` calls, in
+    plain autograd and under checkpointing; the reversible Function runs the same STEPS)."""
+    state = run_block(block, dict(zip(block.INPUTS, streams, strict=True)), options, None)
+    outs = tuple(state[name] for name in block.OUTPUTS)
+    return outs if len(outs) > 1 else outs[0]
+
+
+def inverse_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
+    """A block's inputs rebuilt from its outputs with the proved inverses of its STEPS, in
+    reverse order (the same inverses the reversible backward applies)."""
+    state = dict(zip(block.OUTPUTS, streams, strict=True))
+    for step in reversed(block.STEPS):
+        _undo(block, step, state, options)
+    ins = tuple(state[name] for name in block.INPUTS)
+    return ins if len(ins) > 1 else ins[0]
+
+
+def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
+          options: dict[str, Any]) -> None:
+    """Undo one step on `state` (no gradient involved)."""
+    if isinstance(step, Permute):
+        outs = [state.pop(n) for n in step.outputs]
+        state.update(zip(step.inputs, _atoms(step.inverse(*outs)), strict=True))
+    elif isinstance(step, Couple):
+        atoms = _call_fn(block, step, [state[r] for r in step.reads], options)
+        state[step.target] = step.inverse(state[step.target], *atoms)
+    else:
+        state.pop(step.target)
+
+
 def _accumulate(slots: list[Any], index: dict[int, int], params: list[nn.Parameter],
                 grads: tuple[Any, ...]) -> None:
     for p, g in zip(params, grads, strict=True):
@@ -860,6 +891,9 @@ class Block(nn.Module):
     Undone (inverse derived by the verifier) in reverse order:
         x2 = x2 - f
         x1 = x1 - f
+
+    STEPS below is the one executable form of these steps: forward(), inverse() and the
+    reversible backward all run it.
     """
 
     INPUTS = ("x1", "x2")
@@ -875,31 +909,27 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, hidden=hidden)
         self.drop_path2 = DropPath(drop_path)
 
-    def f1(self, x2):
+    def f_attn(self, x2):
         """Function of the update of x1 (spec line 61): drop_path(pool_attention(layernorm(x2)))."""
         return self.drop_path1(self.attn(self.norm1(x2)))
 
-    def f2(self, x1):
+    def f_mlp(self, x1):
         """Function of the update of x2 (spec line 64): drop_path(mlp(layernorm(x1)))."""
         return self.drop_path2(self.mlp(self.norm2(x1)))
 
     def forward(self, x1, x2):
-        x1 = x1 + self.f1(x2)
-        x2 = x2 + self.f2(x1)
-        return x1, x2
+        return forward_steps(self, (x1, x2))
 
     def inverse(self, x1, x2):
-        """Rebuild this block's inputs from its outputs (the proved inverse)."""
-        x2 = x2 - self.f2(x1)
-        x1 = x1 - self.f1(x2)
-        return x1, x2
+        """Rebuild this block's inputs from its outputs (the proved inverses in STEPS)."""
+        return inverse_steps(self, (x1, x2))
 
     STEPS = (
-        Couple("x1", ("x2",), "f1", ("norm1", "attn", "drop_path1"), True,
+        Couple("x1", ("x2",), "f_attn", ("norm1", "attn", "drop_path1"), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("x2", ("x1",), "f2", ("norm2", "mlp", "drop_path2"), True,
+        Couple("x2", ("x1",), "f_mlp", ("norm2", "mlp", "drop_path2"), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -961,18 +991,7 @@ class RevMViT(nn.Module):
         )
         self.transition1 = Transition(dim=384, hidden=768, heads=4, kv_stride=1, drop_path=drop_path_rate / 5, hidden2=1536)
         self.stage2 = ReversibleSegment(
-            [
-                Block(dim=384, heads=4, kv_stride=1, drop_path=drop_path_rate * 4 / 15, hidden=1536),
-                Block(dim=384, heads=4, kv_stride=1, drop_path=drop_path_rate / 3, hidden=1536),
-                Block(dim=384, heads=4, kv_stride=1, drop_path=drop_path_rate * 2 / 5, hidden=1536),
-                Block(dim=384, heads=4, kv_stride=1, drop_path=drop_path_rate * 7 / 15, hidden=1536),
-                Block(dim=384, heads=4, kv_stride=1, drop_path=drop_path_rate * 8 / 15, hidden=1536),
-                Block(dim=384, heads=4, kv_stride=1, drop_path=drop_path_rate * 3 / 5, hidden=1536),
-                Block(dim=384, heads=4, kv_stride=1, drop_path=drop_path_rate * 2 / 3, hidden=1536),
-                Block(dim=384, heads=4, kv_stride=1, drop_path=drop_path_rate * 11 / 15, hidden=1536),
-                Block(dim=384, heads=4, kv_stride=1, drop_path=drop_path_rate * 4 / 5, hidden=1536),
-                Block(dim=384, heads=4, kv_stride=1, drop_path=drop_path_rate * 13 / 15, hidden=1536),
-            ],
+            [Block(dim=384, heads=4, kv_stride=1, drop_path=drop_path_rate * (i + 4) / 15, hidden=1536) for i in range(10)],
             inputs=("x1", "x2"),
             outputs=("x1", "x2"),
         )

@@ -188,6 +188,37 @@ def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[st
     return state
 
 
+def forward_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
+    """A block's forward: its STEPS run on its input streams (what `block.forward` calls, in
+    plain autograd and under checkpointing; the reversible Function runs the same STEPS)."""
+    state = run_block(block, dict(zip(block.INPUTS, streams, strict=True)), options, None)
+    outs = tuple(state[name] for name in block.OUTPUTS)
+    return outs if len(outs) > 1 else outs[0]
+
+
+def inverse_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
+    """A block's inputs rebuilt from its outputs with the proved inverses of its STEPS, in
+    reverse order (the same inverses the reversible backward applies)."""
+    state = dict(zip(block.OUTPUTS, streams, strict=True))
+    for step in reversed(block.STEPS):
+        _undo(block, step, state, options)
+    ins = tuple(state[name] for name in block.INPUTS)
+    return ins if len(ins) > 1 else ins[0]
+
+
+def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
+          options: dict[str, Any]) -> None:
+    """Undo one step on `state` (no gradient involved)."""
+    if isinstance(step, Permute):
+        outs = [state.pop(n) for n in step.outputs]
+        state.update(zip(step.inputs, _atoms(step.inverse(*outs)), strict=True))
+    elif isinstance(step, Couple):
+        atoms = _call_fn(block, step, [state[r] for r in step.reads], options)
+        state[step.target] = step.inverse(state[step.target], *atoms)
+    else:
+        state.pop(step.target)
+
+
 def _accumulate(slots: list[Any], index: dict[int, int], params: list[nn.Parameter],
                 grads: tuple[Any, ...]) -> None:
     for p, g in zip(params, grads, strict=True):
@@ -809,6 +840,9 @@ class Block(nn.Module):
     Undone (inverse derived by the verifier) in reverse order:
         x2 = x2 - f
         x1 = x1 - f
+
+    STEPS below is the one executable form of these steps: forward(), inverse() and the
+    reversible backward all run it.
     """
 
     INPUTS = ("x1", "x2")
@@ -826,31 +860,27 @@ class Block(nn.Module):
         self.ls2 = LayerScale(384, init=1e-05)
         self.drop_path2 = DropPath(drop_path)
 
-    def f1(self, x2, *, mode):
+    def f_ls1(self, x2, *, mode):
         """Function of the update of x1 (spec line 37): drop_path(layer_scale(retention(layernorm(x2))))."""
         return self.drop_path1(self.ls1(self.retention(self.norm1(x2), mode=mode)))
 
-    def f2(self, x1, *, mode):
+    def f_ls2(self, x1, *, mode):
         """Function of the update of x2 (spec line 39): drop_path(layer_scale(mlp(layernorm(x1))))."""
         return self.drop_path2(self.ls2(self.mlp(self.norm2(x1))))
 
     def forward(self, x1, x2, *, mode):
-        x1 = x1 + self.f1(x2, mode=mode)
-        x2 = x2 + self.f2(x1, mode=mode)
-        return x1, x2
+        return forward_steps(self, (x1, x2), mode=mode)
 
     def inverse(self, x1, x2, *, mode):
-        """Rebuild this block's inputs from its outputs (the proved inverse)."""
-        x2 = x2 - self.f2(x1, mode=mode)
-        x1 = x1 - self.f1(x2, mode=mode)
-        return x1, x2
+        """Rebuild this block's inputs from its outputs (the proved inverses in STEPS)."""
+        return inverse_steps(self, (x1, x2), mode=mode)
 
     STEPS = (
-        Couple("x1", ("x2",), "f1", ("norm1", "retention", "ls1", "drop_path1"), True,
+        Couple("x1", ("x2",), "f_ls1", ("norm1", "retention", "ls1", "drop_path1"), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("x2", ("x1",), "f2", ("norm2", "mlp", "ls2", "drop_path2"), True,
+        Couple("x2", ("x1",), "f_ls2", ("norm2", "mlp", "ls2", "drop_path2"), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -875,20 +905,7 @@ class RevViR(nn.Module):
         self.pos_embed = PosEmbed(196, 384)
         self.cls_token = ClassToken(384, position='last')
         self.body = ReversibleSegment(
-            [
-                Block(drop_path=0.0),
-                Block(drop_path=drop_path_rate / 11),
-                Block(drop_path=drop_path_rate * 2 / 11),
-                Block(drop_path=drop_path_rate * 3 / 11),
-                Block(drop_path=drop_path_rate * 4 / 11),
-                Block(drop_path=drop_path_rate * 5 / 11),
-                Block(drop_path=drop_path_rate * 6 / 11),
-                Block(drop_path=drop_path_rate * 7 / 11),
-                Block(drop_path=drop_path_rate * 8 / 11),
-                Block(drop_path=drop_path_rate * 9 / 11),
-                Block(drop_path=drop_path_rate * 10 / 11),
-                Block(drop_path=drop_path_rate),
-            ],
+            [Block(drop_path=drop_path_rate * i / 11) for i in range(12)],
             inputs=("x1", "x2"),
             outputs=("x1", "x2"),
         )
