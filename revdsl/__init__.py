@@ -14,8 +14,7 @@ from revdsl.errors import (
     SpecSyntaxError,
     SpecTypeError,
 )
-
-__version__ = "0.1.0"
+from revdsl.version import __version__
 
 
 def compile_spec(spec, **overrides):  # type: ignore[no-untyped-def]

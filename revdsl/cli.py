@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from revdsl import __version__
 from revdsl.errors import RevdslError
 from revdsl.files import UsageError, check_output, parse_sets, read_spec, write_atomically
+from revdsl.version import __version__
 
 __all__ = ["UsageError", "main", "parse_sets", "write_atomically"]
 
@@ -111,17 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Any]:
-    """Commands defined in their own modules (viz, stats, test, bench)."""
-    out = []
-    for mod in ("revdsl.viz", "revdsl.stats", "revdsl.proptest", "revdsl.bench"):
-        try:
-            module = __import__(mod, fromlist=["add_command"])
-        except ModuleNotFoundError as exc:
-            if exc.name == mod:
-                continue
-            raise
-        out.append(module.add_command)
-    return out
+    """Commands defined in their own modules (viz, stats, test, bench): each module has an
+    `add_command(sub, spec_args)`; the CLI imports them, they never import the CLI."""
+    from revdsl import bench, proptest, stats, viz
+
+    return [viz.add_command, stats.add_command, proptest.add_command, bench.add_command]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -151,14 +151,14 @@ def compare(text: str, overrides: dict[str, Any] | None = None, batch: int = 2, 
             name: str = "<spec>", **options: Any) -> Difference:
     """Compile `text`, run the module (reversible and plain) and the reference evaluator on the
     same parameters, inputs and seed, in training mode, in float64."""
-    import revdsl
+    from revdsl.loader import load
     from revdsl.pipeline import elaborate
     from revdsl.testing import random_inputs
 
     overrides = dict(overrides or {})
     from revdsl import sizes as free
 
-    module = revdsl.load(text, **overrides)
+    module = load(text, **overrides)
     model = module.create_model(**(args or {})).double().train()
     program = elaborate(text, name, overrides)
     sizes = {**{k: v[-1] for k, v in free.choices(program).items()}, **(sizes or {})}

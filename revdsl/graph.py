@@ -39,17 +39,8 @@ def build_graph(program: ir.Program) -> nx.DiGraph:
         _add_node(g, inp, region="stem")
         seen.add(inp.id)
     segments_seen = 0
-    n_segments = len(program.segments)
-    for item in program.items:
+    for item, region in program.regions():
         if isinstance(item, ir.Assign | ir.PlainBlock):
-            if item.head:
-                region = "head"
-            elif segments_seen == 0:
-                region = "stem"
-            elif segments_seen == n_segments:
-                region = "head"
-            else:
-                region = "transition"
             if isinstance(item, ir.PlainBlock):
                 for a in item.assigns:
                     add_tree(a.values, region=region, group=item.name)

@@ -270,6 +270,24 @@ class Program:
     def plain_blocks(self) -> tuple[PlainBlock, ...]:
         return tuple(i for i in self.items if isinstance(i, PlainBlock))
 
+    def regions(self) -> list[tuple[Item, str]]:
+        """Each item with the part of the model it belongs to: 'segment' for a reversible
+        segment; for stored computation 'stem' (before the first segment), 'transition'
+        (between segments) or 'head' (after the last, or marked `head`). The one place this
+        is decided (the graph, the memory accounting and the drawings all ask here)."""
+        n = len(self.segments)
+        seen = 0
+        out: list[tuple[Item, str]] = []
+        for item in self.items:
+            if isinstance(item, Segment):
+                out.append((item, "segment"))
+                seen += 1
+            elif item.head or (seen == n and n):
+                out.append((item, "head"))
+            else:
+                out.append((item, "stem" if seen == 0 else "transition"))
+        return out
+
     def param(self, name: str) -> Param | None:
         for p in self.params:
             if p.name == name:

@@ -111,18 +111,19 @@ def stats_against_saved(text: str, name: str, overrides: dict[str, object] | Non
     """`revdsl stats`' prediction of the bytes per sample kept for the backward (from shapes
     alone) against what the generated model keeps (`saved_bytes`), for the spec `text` at its
     default input sizes: {'reversible': (predicted, measured), 'baseline': (...)}."""
-    from revdsl.bench import bench_inputs, resolved_sizes
+    from revdsl import sizes as free
     from revdsl.loader import load_source
     from revdsl.pipeline import compile_text
     from revdsl.stats import stats
+    from revdsl.testing import random_inputs
 
     compiled = compile_text(text, name, dict(overrides or {}))
-    sizes = resolved_sizes(compiled.program, None)
+    sizes = free.first(free.resolve(compiled.program, None))
     predicted = stats(compiled.report, sizes)
     torch.manual_seed(0)
     model = load_source(compiled.source).create_model()
     model.train()
-    xs = bench_inputs(compiled.program, batch, "cpu", sizes)
+    xs = random_inputs(compiled.program, batch, sizes, dtype=torch.float32, default=224)
     out = {}
     for mode, want in (("reversible", predicted.stored), ("baseline", predicted.baseline)):
         model.reversible = mode == "reversible"

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from importlib import resources
 
 # In dependency order: a later file may use an earlier one's definitions.
-RUNTIME_FILES = ("engine.py", "layers.py", "mvit.py", "retention.py", "supervit.py", "bifpn.py")
+RUNTIME_FILES = (
+    "hooks.py", "engine.py", "layers.py", "mvit.py", "retention.py", "supervit.py", "bifpn.py",
+)
 
 
 @dataclass(frozen=True)

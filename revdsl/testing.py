@@ -7,8 +7,10 @@
 
 * `form_errors`: the forms of one function (ViR's modes) against each other;
 * `without_randomness`: a generated model with every random draw turned off;
-* hypothesis strategies: random specs with what a verifier must say of them (`coupling_specs`,
-  `silo_specs`, `transition_specs`, `any_specs`) and random inputs (`inputs_for`).
+* `inputs_for`: a hypothesis strategy of random inputs.
+
+The strategies of random *specs* with what a verifier must say of them are in
+`revdsl.strategies` (re-exported here).
 """
 
 from __future__ import annotations
@@ -264,274 +266,6 @@ from dataclasses import dataclass, field  # noqa: E402
 
 from hypothesis import strategies as st  # noqa: E402
 
-# update forms: (template, invertible?) -- t is the target, F and G functions of other streams
-FORMS: dict[str, tuple[str, bool]] = {
-    "add": ("{t} += {F}", True),
-    "sub": ("{t} -= {F}", True),
-    "affine_exp": ("{t} = {t} * exp(tanh({G})) + {F}", True),
-    "sigmoid_eps": ("{t} = {t} * (sigmoid({G}) + 0.01) + {F}", True),
-    "const_scale": ("{t} = {t} * -0.5 + {F}", True),
-    "double": ("{t} = {t} * 2 - {F}", True),
-    "zero_scale": ("{t} = {t} * 0 + {F}", False),
-    "free_scale": ("{t} = {t} * {G} + {F}", False),
-    "relu": ("{t} = relu({t}) + {F}", False),
-    "square": ("{t} = {t} * {t} + {F}", False),
-    "overwrite": ("{t} = {F}", False),
-}
-
-
-@dataclass
-class RandomSpec:
-    """A generated spec and what an independent oracle expects the verifier to say.
-
-    `expected` says in words why it is invalid (empty when valid); `reasons` pins each fault to
-    the line its error must point at and a phrase the error must contain; `transitions` is the
-    number of stored transitions between segments the report must list."""
-
-    text: str
-    valid: bool
-    expected: list[str] = field(default_factory=list)
-    reasons: list[tuple[int, str]] = field(default_factory=list)
-    transitions: int = 0
-    family: str = "coupling"
-
-
-def _fn(reads: list[str], kind: int) -> str:
-    terms = []
-    for i, r in enumerate(reads):
-        terms.append(f"linear({r}, out=8)" if (kind + i) % 2 else f"mlp(layernorm({r}))")
-    return " + ".join(terms)
-
-
-FAULTS = ("self_read", "stale_read", "form")
-_HEADER_LINES = 4  # model, input, `reversible r {`, `streams ...`
-
-
-@st.composite
-def coupling_specs(draw: st.DrawFn, min_streams: int = 2, max_streams: int = 4,
-                   max_blocks: int = 2, max_steps: int = 4,
-                   invalid: bool = True) -> RandomSpec:
-    """Random reversible programs of coupling steps over 2-4 streams of shape [B, 4, 8].
-
-    Each step picks a target, the streams its functions read, and an invertible update form.
-    With `invalid`, half of the programs get one fault at a random step: the step reads its own
-    target, reads a stale value through a local, or uses a non-invertible form; the oracle
-    (`RandomSpec.valid`, `.expected`) records it."""
-    n = draw(st.integers(min_streams, max_streams))
-    names = [f"s{i}" for i in range(n)]
-    good = [k for k, (_, ok) in FORMS.items() if ok]
-    bad = [k for k, (_, ok) in FORMS.items() if not ok]
-    shape = [draw(st.integers(1, max_steps)) for _ in range(draw(st.integers(1, max_blocks)))]
-    total = sum(shape)
-    fault_at = draw(st.integers(0, total - 1)) if invalid and draw(st.booleans()) else -1
-    fault = draw(st.sampled_from(FAULTS)) if fault_at >= 0 else None
-    lines: list[str] = []
-    expected: list[str] = []
-    reasons: list[tuple[int, str]] = []
-    k = 0
-    for steps in shape:
-        lines.append("    block {")
-        for _ in range(steps):
-            here = fault if k == fault_at else None
-            k += 1
-            t = draw(st.sampled_from(names))
-            others = [x for x in names if x != t]
-            reads = draw(st.lists(st.sampled_from(others), min_size=1, max_size=2, unique=True))
-            line = _HEADER_LINES + len(lines) + 1  # the line of this step, unless moved below
-            if here == "self_read":
-                reads = [*reads, t]
-                expected.append(f"{t} reads {t}")
-                reasons.append((line, f"{t} is updated by a function that reads {t}"))
-            elif here == "stale_read":
-                # a local taken before another stream's update, used after it
-                r = reads[0]
-                local = f"u{k}"
-                lines.append(f"        {local} = layernorm({r})")
-                lines.append(f"        {r} += {_fn([x for x in names if x != r][:1], 0)}")
-                reads = [local if x == r else x for x in reads]
-                expected.append(f"{t} reads a stale {r}")
-                reasons.append((line + 2, f"reads an earlier value of {r}"))
-            form = draw(st.sampled_from(bad if here == "form" else good))
-            if here == "form":
-                expected.append(f"{t}: {form}")
-                reasons.append((line, f"the update of {t} cannot be undone"))
-            kind = draw(st.integers(0, 1))
-            lines.append("        " + FORMS[form][0].format(t=t, F=_fn(reads, kind),
-                                                            G=f"linear({reads[0]}, out=8)"))
-        lines.append("    }")
-    text = (
-        "model Random\ninput x: [B, 4, 8]\nreversible r {\n"
-        f"    streams {', '.join(names)} = dup(x, {n})\n" + "\n".join(lines) + "\n}\n"
-        f"y = concat({', '.join(names)}, dim=-1)\noutput y\n"
-    )
-    return RandomSpec(text=text, valid=not expected, expected=expected, reasons=reasons)
-
-
-# ---- multi-scale silos ------------------------------------------------------------------------
-
-SILO_FAULTS = ("later_read", "self_read", "resolution", "twice")
-
-
-def _transform(i: int, j: int, wrong: bool = False) -> str:
-    """s[i] brought to scale j's resolution (halved per scale): strided conv down, conv and
-    upsample up; `wrong` lands one scale finer (a resolution change; never one that would
-    broadcast, as a coarser 1x1 would)."""
-    if i < j:
-        stride = 2 ** (j - i) // (2 if wrong else 1)
-        return f"conv2d(s[{i}], out=4, stride={stride})"
-    if i > j:
-        factor = 2 ** (i - j) * (2 if wrong else 1)
-        return f"upsample(conv2d(s[{i}], out=4, kernel=1), {factor})"
-    return f"conv2d(s[{i}], out=4, stride=2)" if wrong else f"conv2d(s[{i}], out=4)"
-
-
-@st.composite
-def silo_specs(draw: st.DrawFn, max_scales: int = 3, max_silos: int = 2,
-               invalid: bool = True) -> RandomSpec:
-    """Random multi-scale reversible programs (RevSilo-like) over scales s[0..n-1] of shape
-    [B, 4, 8/2^i, 8/2^i]: silos that each add a new coarsest scale, then silos of one or two
-    phases whose updates read only scales that are fixed at that point (updated earlier in the
-    phase, or not in it). With `invalid`, half get one fault: a read of a scale the phase
-    updates later, a read of the updated scale itself, a transform that changes the
-    resolution, or a scale updated twice in one phase."""
-    n = draw(st.integers(2, max_scales))
-    lines = ["model RandomSilo", "input x: [B, 4, 8, 8]", "reversible r {",
-             "    streams s[0] = x"]
-    for j in range(1, n):
-        lines += ["    silo {", "        phase {",
-                  f"            stream s[{j}] = {_transform(j - 1, j)}", "        }", "    }"]
-    silos: list[list[list[int]]] = []
-    for _ in range(draw(st.integers(1, max_silos))):
-        phases = []
-        for _ in range(draw(st.integers(1, 2))):
-            order = draw(st.permutations(list(range(n))))
-            phases.append(list(order[: draw(st.integers(1, n))]))
-        silos.append(phases)
-    n_updates = sum(len(ph) for phases in silos for ph in phases)
-    fault_at = draw(st.integers(0, n_updates - 1)) if invalid and draw(st.booleans()) else -1
-    fault = draw(st.sampled_from(SILO_FAULTS)) if fault_at >= 0 else None
-    expected: list[str] = []
-    reasons: list[tuple[int, str]] = []
-    k = 0
-    for phases in silos:
-        lines.append("    silo {")
-        for ph in phases:
-            lines.append("        phase {")
-            for pos, j in enumerate(ph):
-                here = fault if k == fault_at else None
-                k += 1
-                later = ph[pos + 1:]
-                allowed = [i for i in range(n) if i != j and i not in later]
-                if here == "later_read" and not later:
-                    here = None  # nothing is updated later in this phase
-                reads = draw(st.lists(st.sampled_from(allowed), min_size=1,
-                                      max_size=min(2, len(allowed)), unique=True)
-                             ) if allowed else []
-                line = len(lines) + 1
-                wrong = -1
-                if here == "later_read":
-                    bad = draw(st.sampled_from(later))
-                    reads = [*reads, bad]
-                    expected.append(f"s{j} reads s{bad}, updated later in the phase")
-                    reasons.append((line, f"reads s{bad}, which this phase updates later"))
-                elif here == "self_read":
-                    reads = [*reads, j]
-                    expected.append(f"s{j} reads itself")
-                    reasons.append((line, f"s{j} is updated by a function that reads s{j}"))
-                elif not reads:
-                    continue  # a fault that needs a read, and nothing to read: leave it out
-                elif here == "resolution":
-                    reads = reads[:1]
-                    wrong = reads[0]
-                    expected.append(f"s{j} gets a value at another resolution")
-                    reasons.append((line, "a reversible step cannot change a stream's shape"))
-                terms = " + ".join(_transform(i, j, wrong=i == wrong) for i in reads)
-                lines.append(f"            s[{j}] += {terms}")
-                if here == "twice":
-                    expected.append(f"s{j} updated twice in a phase")
-                    reasons.append((line + 1, "is updated twice in one phase"))
-                    lines.append(f"            s[{j}] += {terms}")
-            if lines[-1] == "        phase {":
-                lines.pop()  # an empty phase: drop it
-            else:
-                lines.append("        }")
-        if lines[-1] == "    silo {":
-            lines.pop()
-        else:
-            lines.append("    }")
-    lines += ["}", "y = " + " + ".join(f"global_avg_pool(s[{i}])" for i in range(n)),
-              "output y"]
-    return RandomSpec(text="\n".join(lines) + "\n", valid=not expected, expected=expected,
-                      reasons=reasons, family="silo")
-
-
-# ---- segments with stored transitions -----------------------------------------------------
-
-TRANSITION_FAULTS = ("width_in_coupling", "overwrite")
-
-
-@st.composite
-def transition_specs(draw: st.DrawFn, max_segments: int = 3, invalid: bool = True
-                     ) -> RandomSpec:
-    """Random chains of reversible segments of different widths joined by stored transitions
-    (a plain statement or a named `block`), which the report must list as transitions. With
-    `invalid`, half get one fault inside a segment: a coupling whose function changes the
-    stream's width (which belongs in a transition), or a step that overwrites a stream."""
-    n_seg = draw(st.integers(2, max_segments))
-    widths = [draw(st.sampled_from([4, 8, 12])) for _ in range(n_seg)]
-    steps = [draw(st.integers(1, 3)) for _ in range(n_seg)]
-    total = sum(steps)
-    fault_at = draw(st.integers(0, total - 1)) if invalid and draw(st.booleans()) else -1
-    fault = draw(st.sampled_from(TRANSITION_FAULTS)) if fault_at >= 0 else None
-    lines = ["model RandomStages", f"input x: [B, 5, {widths[0]}]", "z = layernorm(x)"]
-    expected: list[str] = []
-    reasons: list[tuple[int, str]] = []
-    k = 0
-    for i, w in enumerate(widths):
-        if i > 0:
-            if draw(st.booleans()):
-                lines.append(f"z = linear(concat(a, b, dim=-1), out={w})")
-            else:
-                lines += [f"block stage{i} {{", "    h = concat(a, b, dim=-1)",
-                          f"    z = linear(h + mlp(layernorm(h)), out={w})", "}"]
-        lines += [f"reversible seg{i} {{", "    streams a, b = dup(z)"]
-        for _ in range(steps[i]):
-            here = fault if k == fault_at else None
-            k += 1
-            t, r = draw(st.sampled_from([("a", "b"), ("b", "a")]))
-            line = len(lines) + 1
-            if here == "width_in_coupling":
-                lines.append(f"    {t} += linear({r}, out={w + 4})")
-                expected.append(f"{t} gets width {w + 4} inside a coupling")
-                reasons.append((line, "a reversible step cannot change a stream's shape"))
-            elif here == "overwrite":
-                lines.append(f"    {t} = mlp(layernorm({r}))")
-                expected.append(f"{t} overwritten")
-                reasons.append((line, f"the update of {t} cannot be undone"))
-            else:
-                fn = draw(st.sampled_from(["mlp(layernorm({r}))",
-                                           "attention(layernorm({r}), heads=2)",
-                                           "linear({r}, out={w})"]))
-                lines.append(f"    {t} += " + fn.format(r=r, w=w))
-        lines.append("}")
-    lines += ["y = mean(concat(a, b, dim=-1), dim=1)", "output y"]
-    return RandomSpec(text="\n".join(lines) + "\n", valid=not expected, expected=expected,
-                      reasons=reasons, transitions=n_seg - 1, family="transition")
-
-
-def any_specs(invalid: bool = True) -> st.SearchStrategy[RandomSpec]:
-    """Random specs of every kind above."""
-    return st.one_of(coupling_specs(invalid=invalid), silo_specs(invalid=invalid),
-                     transition_specs(invalid=invalid))
-
-
-def invalid_specs() -> st.SearchStrategy[RandomSpec]:
-    """Random specs that the verifier must reject, each with its expected reasons."""
-    return any_specs(invalid=True).filter(lambda s: not s.valid)
-
-
-# ---- random inputs ----------------------------------------------------------------------------
-
 
 @dataclass
 class Inputs:
@@ -576,3 +310,24 @@ def replay_inputs(program: ir.Program, given: dict[str, Any], dtype: torch.dtype
     chosen = {k: v[0] for k, v in sorted(allowed.items())}
     xs = [x * scale for x in random_inputs(program, batch, chosen, dtype, seed)]
     return Inputs(batch=batch, sizes=chosen, seed=seed, scale=scale, tensors=xs)
+
+
+from revdsl.strategies import (  # noqa: E402 - re-exported: `from revdsl.testing import any_specs`
+    FAULTS,
+    SILO_FAULTS,
+    TRANSITION_FAULTS,
+    RandomSpec,
+    any_specs,
+    coupling_specs,
+    invalid_specs,
+    silo_specs,
+    transition_specs,
+)
+
+__all__ = [
+    "FAULTS", "SILO_FAULTS", "TRANSITION_FAULTS", "Inputs", "Overflow", "RandomSpec",
+    "any_specs", "block_inverse_errors", "concrete", "coupling_specs", "form_errors",
+    "form_options", "grad_floor", "gradient_errors", "inputs_for", "invalid_specs",
+    "random_inputs", "randomize_parameters", "rel_err", "replay_inputs", "silo_specs",
+    "transition_specs", "without_randomness",
+]

@@ -1,251 +1,40 @@
-"""The op catalogue: every op a spec can call, in one registry.
-
-An `OpDef` says everything the pipeline needs to know about an op, so that adding a family means
-adding entries here and runtime classes in `revdsl/runtime/`, never touching the pipeline:
-
-* `inputs`/`positional`/`attrs`: how it is called (tensor inputs, then attributes);
-* `shape`: the shape rule over symbolic input shapes;
-* `params`, `macs`: parameter and multiply-accumulate counts (symbolic, per sample for MACs);
-* `saved`: what plain autograd keeps for backward (shapes), for the memory predictor;
-* emission: a runtime class (`module`) with constructor arguments (`ctor`), or a code template
-  (`template`) for functional ops;
-* `sympy_model`: for elementwise algebra, the exact function the invertibility prover reasons about;
-* flags: `stochastic` (needs RNG replay), `structural` bijections with their inverse, and so on.
-
-Nothing here imports torch: the compile path must stay torch-free.
-"""
+"""The op catalogue: every op a spec can call, in one registry (see `revdsl.catalogue.base` for
+what an entry says). Importing this package registers every family's entries."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
-import sympy
-
-from revdsl.ir import RuntimeRef
-from revdsl.shapes import Shape
-
-REQUIRED = object()
-
-
-class OpShapeError(Exception):
-    """Raised by a shape rule; the elaborator attaches the call's position."""
-
-
-MAX_INT_ATTR = 10**7  # the largest integer attribute (channels, kernel, ...) by default
-MAX_PARTS = 1024  # the most copies or chunks of one tensor
-
-
-class AttrError(Exception):
-    """Raised when an attribute value is not acceptable; the elaborator attaches the position."""
-
-
-@dataclass(frozen=True)
-class Attr:
-    """An op attribute.
-
-    kind: 'int', 'float', 'bool', 'str', 'ints' (list of ints), 'floats', 'number' (int or float).
-    `runtime`: may be a call-time option. `symbolic`: may depend on a model argument.
-    `minimum` / `maximum`: bounds of an 'int' given in a spec (an attribute that counts things,
-    such as heads or a kernel size, has minimum 1; the maximum keeps a mistyped number from
-    building a model that exhausts memory or time). Defaults are not checked against them.
-    """
-
-    name: str
-    kind: str
-    default: Any = REQUIRED
-    minimum: int | None = None
-    maximum: int = MAX_INT_ATTR
-    choices: tuple[Any, ...] | None = None
-    runtime: bool = False
-    symbolic: bool = True
-    doc: str = ""
-    # the values a number may take: (low, high, low_open, high_open); None bound: unbounded
-    domain: tuple[float | None, float | None, bool, bool] | None = None
-    # a probability of dropping something: a non-zero value makes the op draw random numbers
-    random: bool = False
-
-    def out_of_domain(self, v: float) -> str | None:
-        """Why the number `v` is not an acceptable value of this attribute (None if it is)."""
-        if self.domain is None:
-            return None
-        lo, hi, lo_open, hi_open = self.domain
-        if (lo is not None and (v < lo or (lo_open and v == lo))) or (
-            hi is not None and (v > hi or (hi_open and v == hi))
-        ):
-            return f"must be in {describe_domain(self.domain)}"
-        return None
-
-
-def describe_domain(d: tuple[float | None, float | None, bool, bool]) -> str:
-    lo, hi, lo_open, hi_open = d
-    if hi is None:
-        return f"{'(' if lo_open else '['}{_num(lo)}, inf)" if lo is not None else "any number"
-    return (f"{'(' if lo_open else '['}{_num(lo) if lo is not None else '-inf'}, "
-            f"{_num(hi)}{')' if hi_open else ']'}")
-
-
-def _num(v: float | None) -> str:
-    return str(int(v)) if v is not None and float(v).is_integer() else str(v)
-
-
-# common domains
-PROBABILITY = (0.0, 1.0, False, True)  # a drop rate: 1 would drop everything
-POSITIVE = (0.0, None, True, False)
-NONNEGATIVE = (0.0, None, False, False)
-UNIT = (0.0, 1.0, False, False)
-UNIT_OPEN_LOW = (0.0, 1.0, True, False)  # a keep rate: keeps at least one token
-
-
-ShapeRule = Callable[[Sequence[Shape], dict[str, Any]], Shape | tuple[Shape, ...]]
-CountRule = Callable[[Sequence[Shape], dict[str, Any]], Any]
-SizeRule = Callable[[Sequence[Shape], dict[str, Any]], tuple[Any, tuple[int, ...]]]
-SavedRule = Callable[[Sequence[Shape], Sequence[Shape], dict[str, Any]], Sequence[Shape]]
-
-
-def _zero(_shapes: Sequence[Shape], _attrs: dict[str, Any]) -> Any:
-    return sympy.Integer(0)
-
-
-def _nothing_saved(_i: Sequence[Shape], _o: Sequence[Shape], _a: dict[str, Any]) -> list[Shape]:
-    return []
-
-
-@dataclass(frozen=True)
-class OpDef:
-    name: str
-    doc: str
-    shape: ShapeRule
-    inputs: int | str = 1  # number of tensor inputs, or '*' for one or more
-    positional: tuple[str, ...] = ()  # attributes that may be given positionally after inputs
-    attrs: tuple[Attr, ...] = ()
-    n_outputs: Callable[[dict[str, Any]], int] = lambda a: 1
-    # emission
-    module: str | None = None  # runtime class holding the op's parameters
-    # when the class depends on the attributes (e.g. a layout): attributes -> class
-    module_for: Callable[[dict[str, Any]], str] | None = None
-    # constructor arguments, named (the names also name a block class's arguments when the value
-    # differs between blocks); the first `ctor_positional` are passed positionally
-    ctor: Callable[[Sequence[Shape], dict[str, Any]], list[tuple[str, Any]]] | None = None
-    ctor_positional: int = 1
-    call_kwargs: tuple[str, ...] = ()  # attributes passed at call time (runtime options)
-    # functional ops: code with {0}, {1}, {args} and {attr} fields, or a function of the argument
-    # code strings and the attribute dict
-    template: str | Callable[[list[str], dict[str, Any]], str] | None = None
-    precedence: int = 100  # for infix templates: 10 (+ -), 20 (* /), 30 (unary -), 40 (**)
-    runtime: tuple[str, ...] = ()  # extra runtime definitions the emitted code needs
-    default_name: str | None = None  # base of the submodule name
-    # semantics
-    kind: str = "module"  # 'module' | 'function' | 'algebra' | 'structural'
-    sympy_model: Callable[..., sympy.Expr] | None = None
-    stochastic: bool = False
-    elementwise: bool = False
-    inverse: str | None = None  # for 'structural' bijections: the op that undoes it
-    injective_only: bool = False  # e.g. dup: injective, not onto (a stored boundary)
-    boundary_only: bool = False  # discards information (pruning): never inside a reversible step
-    causal: bool | None = None  # token mixers: whether output n depends only on inputs <= n
-    # why this op cannot sit inside a coupling when it changes the stream's shape (for messages)
-    coupling_hint: Callable[[dict[str, Any]], str | None] | None = None
-    # a semantic check run by the verifier: (attributes, call-time option choices) -> problem
-    verify: Callable[[dict[str, Any], dict[str, tuple[Any, ...]]], str | None] | None = None
-    # attributes that pick one of several forms of the same function (e.g. retention's `mode`):
-    # a call-time option used only through them must not change the result (`revdsl test`)
-    forms: tuple[str, ...] = ()
-    # (an input size expression, its allowed values): e.g. the token counts that have a position
-    # table; tells `revdsl stats/test/bench` which values a free input dimension may take
-    size_choices: SizeRule | None = None
-    # costs
-    params: CountRule = _zero
-    macs: Callable[[Sequence[Shape], Sequence[Shape], dict[str, Any]], Any] = (
-        lambda i, o, a: sympy.Integer(0)
-    )
-    saved: SavedRule = _nothing_saved
-    checks: tuple[Callable[[Sequence[Shape], dict[str, Any]], str | None], ...] = field(
-        default=()
-    )
-
-    def attr(self, name: str) -> Attr | None:
-        for a in self.attrs:
-            if a.name == name:
-                return a
-        return None
-
-    @property
-    def has_module(self) -> bool:
-        return self.module is not None
-
-    def module_class(self, attrs: dict[str, Any]) -> str:
-        """The runtime class emitted for a call with these attributes."""
-        assert self.module is not None, self.name
-        return self.module_for(attrs) if self.module_for is not None else self.module
-
-
-_REGISTRY: dict[str, OpDef] = {}
-
-
-def register(op: OpDef) -> OpDef:
-    assert op.name not in _REGISTRY, f"op {op.name} registered twice"
-    assert op.kind in ("module", "function", "algebra", "structural"), op.kind
-    if op.kind == "module":
-        assert op.module is not None and op.ctor is not None, op.name
-    if op.kind in ("function", "algebra"):
-        assert op.template is not None, op.name
-    if op.kind == "algebra":
-        assert op.sympy_model is not None, op.name
-    _REGISTRY[op.name] = op
-    return op
+from revdsl.catalogue import bifpn, conv, core, mvit, retention, supervit, vit  # noqa: F401
+from revdsl.catalogue.base import (
+    MAX_INT_ATTR,
+    MAX_PARTS,
+    NONNEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    REQUIRED,
+    UNIT,
+    UNIT_OPEN_LOW,
+    Attr,
+    AttrError,
+    OpDef,
+    OpShapeError,
+    describe_domain,
+    fmt_value,
+    register,
+    registry,
+    render_template,
+)
 
 
 def get(name: str) -> OpDef | None:
-    _load()
-    return _REGISTRY.get(name)
+    return registry().get(name)
 
 
 def names() -> list[str]:
-    _load()
-    return sorted(_REGISTRY)
+    return sorted(registry())
 
 
-_LOADED = False
-
-
-def _load() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    from revdsl.catalogue import bifpn, conv, core, mvit, retention, supervit, vit  # noqa: F401
-
-
-def render_template(op: OpDef, args: list[str], attrs: dict[str, Any]) -> str:
-    """The code of a functional op applied to argument code `args`."""
-    assert op.template is not None, op.name
-    if callable(op.template):
-        return op.template(args, attrs)
-    fields = {k: fmt_value(v) for k, v in attrs.items()}
-    return op.template.format(*args, args=", ".join(args), **fields)
-
-
-def fmt_value(value: Any) -> str:
-    """Python source for an attribute value (numbers, strings, tuples, runtime refs)."""
-    if isinstance(value, RuntimeRef):
-        return value.name
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return repr(value)
-    if value is None:
-        return "None"
-    if isinstance(value, tuple | list):
-        inner = ", ".join(fmt_value(v) for v in value)
-        return f"({inner},)" if len(value) == 1 else f"({inner})"
-    if isinstance(value, sympy.Basic):
-        from revdsl.pyprint import py_expr
-
-        return py_expr(value)
-    raise TypeError(f"cannot format attribute value {value!r}")
+__all__ = [
+    "MAX_INT_ATTR", "MAX_PARTS", "NONNEGATIVE", "POSITIVE", "PROBABILITY", "REQUIRED", "UNIT",
+    "UNIT_OPEN_LOW", "Attr", "AttrError", "OpDef", "OpShapeError", "describe_domain",
+    "fmt_value", "get", "names", "register", "render_template",
+]

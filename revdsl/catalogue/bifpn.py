@@ -8,7 +8,7 @@ from typing import Any
 import sympy
 
 from revdsl import algebra
-from revdsl.catalogue import POSITIVE, PROBABILITY, UNIT, Attr, OpDef, OpShapeError, register
+from revdsl.catalogue.base import POSITIVE, PROBABILITY, UNIT, Attr, OpDef, OpShapeError, register
 from revdsl.catalogue.conv import conv_out
 from revdsl.catalogue.core import need_rank, same_shape
 from revdsl.shapes import Shape, numel, to_expr

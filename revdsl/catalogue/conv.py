@@ -8,7 +8,7 @@ from typing import Any
 
 import sympy
 
-from revdsl.catalogue import POSITIVE, UNIT, Attr, OpDef, OpShapeError, register
+from revdsl.catalogue.base import POSITIVE, UNIT, Attr, OpDef, OpShapeError, register
 from revdsl.catalogue.core import need_rank, same_shape
 from revdsl.shapes import Shape, numel, simp, to_expr
 

@@ -13,7 +13,7 @@ from typing import Any
 import sympy
 
 from revdsl import algebra
-from revdsl.catalogue import (
+from revdsl.catalogue.base import (
     MAX_PARTS,
     POSITIVE,
     PROBABILITY,

@@ -12,7 +12,7 @@ from typing import Any
 
 import sympy
 
-from revdsl.catalogue import Attr, OpDef, OpShapeError, register
+from revdsl.catalogue.base import Attr, OpDef, OpShapeError, register
 from revdsl.catalogue.conv import conv_out
 from revdsl.catalogue.core import need_rank
 from revdsl.shapes import Shape, to_expr

@@ -12,7 +12,7 @@ from typing import Any
 
 import sympy
 
-from revdsl.catalogue import Attr, OpDef, OpShapeError, register
+from revdsl.catalogue.base import Attr, OpDef, OpShapeError, register
 from revdsl.catalogue.core import need_rank
 from revdsl.ir import RuntimeRef
 from revdsl.shapes import Shape, to_expr

@@ -11,7 +11,7 @@ from typing import Any
 
 import sympy
 
-from revdsl.catalogue import PROBABILITY, UNIT_OPEN_LOW, Attr, OpDef, OpShapeError, register
+from revdsl.catalogue.base import PROBABILITY, UNIT_OPEN_LOW, Attr, OpDef, OpShapeError, register
 from revdsl.catalogue.core import need_rank
 from revdsl.catalogue.vit import _attention_macs
 from revdsl.ir import RuntimeRef

@@ -11,7 +11,7 @@ from typing import Any
 
 import sympy
 
-from revdsl.catalogue import POSITIVE, PROBABILITY, Attr, OpDef, OpShapeError, register
+from revdsl.catalogue.base import POSITIVE, PROBABILITY, Attr, OpDef, OpShapeError, register
 from revdsl.catalogue.core import LAYOUT, channel_dim, need_rank, same_shape, tokens
 from revdsl.shapes import Shape, fmt_shape, numel, simp, to_expr
 

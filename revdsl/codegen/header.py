@@ -3,11 +3,12 @@ runtime definitions it copies."""
 
 from __future__ import annotations
 
-from revdsl import __version__, catalogue, ir, runtime_src
+from revdsl import catalogue, ir, runtime_src
 from revdsl.codegen.emitter import Emitter, display_name
 from revdsl.codegen.expr import _lit
 from revdsl.shapes import fmt_bytes, fmt_shape
 from revdsl.verify import display_formula
+from revdsl.version import __version__
 
 
 class HeaderMixin:

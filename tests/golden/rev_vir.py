@@ -35,40 +35,6 @@ from torch import nn
 # -------------------- revdsl runtime (copied from revdsl/runtime) --------------------
 
 
-class Couple(NamedTuple):
-    target: str
-    reads: tuple[str, ...]
-    fn: str
-    modules: tuple[str, ...]
-    stochastic: bool
-    forward: Any
-    inverse: Any
-    delta: Any = None
-
-
-class Permute(NamedTuple):
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    forward: Any
-    inverse: Any
-
-
-class _RecomputeFlag(threading.local):
-    active = False
-
-_RECOMPUTE = _RecomputeFlag()
-
-
-@contextlib.contextmanager
-def _recomputing() -> Any:
-    previous = _RECOMPUTE.active
-    _RECOMPUTE.active = True
-    try:
-        yield
-    finally:
-        _RECOMPUTE.active = previous
-
-
 def _modes(module: nn.Module) -> tuple[bool, ...]:
     """The training flag of a module and of each of its submodules (in `modules()` order)."""
     return tuple(m.training for m in module.modules())
@@ -105,6 +71,149 @@ def _no_double_backward() -> None:
             "parameters. Set model.reversible = False (plain autograd) for second-order "
             "gradients."
         )
+
+
+class _Call:
+    """One call of a reversible segment: what its blocks' backwards share. `checks` gathers
+    whether each undone update was finite (read once, when the first block is undone: one
+    synchronisation per segment); `kept` holds the segment's inputs when the reconstruction
+    guard is on, to compare with their reconstruction."""
+
+    def __init__(self, segment: nn.Module, kept: tuple[torch.Tensor, ...] | None
+                 ) -> None:
+        self.segment = segment
+        self.trace = segment.trace
+        self.kept = kept
+        self.checks: list[Any] = []
+
+    def finish(self, rebuilt: dict[str, torch.Tensor]) -> None:
+        flags = [f for _, _, steps in self.checks for _, _, f in steps]
+        if flags and not bool(torch.stack(flags).all()):
+            for i, block, steps in self.checks:  # in backward order: the first failure
+                for k, step, ok in steps:
+                    if not bool(ok):
+                        raise FloatingPointError(
+                            f"reversible backward: undoing step {k} of block {i} "
+                            f"({type(block).__name__}), the update of '{step.target}' by "
+                            f"{step.fn or 'its formula'}, gave non-finite values: its inverse "
+                            "divides by a scale that vanished or overflowed at this precision. "
+                            "Bound the scale away from 0 (e.g. sigmoid(s) + eps), train in "
+                            "higher precision, or set model.reversible = False."
+                        )
+        if self.kept is not None:
+            err = 0.0
+            for name, kept in zip(self.segment.inputs, self.kept, strict=True):
+                got = rebuilt[name].detach().float()
+                ref = kept.detach().float()
+                scale = ref.abs().max().item() if ref.numel() else 0.0
+                diff = (got - ref).abs().max().item() if ref.numel() else 0.0
+                err = max(err, diff / scale if scale > 0 else diff)
+            self.segment.last_reconstruction_error = err
+            threshold = self.segment.guard
+            if threshold is not None and threshold > 0 and err > threshold:
+                warnings.warn(
+                    f"reversible segment: the backward rebuilt its inputs with relative error "
+                    f"{err:.3g} (threshold {threshold:g}); gradients are drifting from plain "
+                    "autograd's (ill-conditioned inverses at this depth and precision)",
+                    RuntimeWarning, stacklevel=2)
+
+_HOOK_CHANGED = (
+    "a forward {which} on reversible block {name} returned a new value; a reversible block "
+    "cannot honour hooks that change its inputs or outputs (its backward rebuilds the inputs "
+    "from the outputs). Set model.reversible = False to use such hooks."
+)
+
+
+def _pre_hooks(block: nn.Module, args: tuple[torch.Tensor, ...], options: dict[str, Any]
+               ) -> None:
+    """Fire a reversible block's forward pre-hooks once, in the forward, as a plain call
+    would; refuse one that changes the inputs."""
+    for hid, hook in list(block._forward_pre_hooks.items()):
+        if hid in block._forward_pre_hooks_with_kwargs:
+            got = hook(block, args, options)
+            same = got is None or _same_values(got[0], args)
+        else:
+            got = hook(block, args)
+            same = got is None or _same_values(got, args)
+        if not same:
+            raise RuntimeError(_HOOK_CHANGED.format(which="pre-hook",
+                                                    name=type(block).__name__))
+
+
+def _same_values(got: Any, args: tuple[torch.Tensor, ...]) -> bool:
+    got = got if isinstance(got, tuple) else (got,)
+    return len(got) == len(args) and all(a is b for a, b in zip(got, args))
+
+
+def _post_hooks(block: nn.Module, args: tuple[torch.Tensor, ...], options: dict[str, Any],
+                output: Any) -> None:
+    """Fire a reversible block's forward hooks once with its inputs and outputs; refuse one
+    that changes the outputs (the gradients would silently ignore the change)."""
+    for hid, hook in list(block._forward_hooks.items()):
+        if hid in block._forward_hooks_with_kwargs:
+            got = hook(block, args, options, output)
+        else:
+            got = hook(block, args, output)
+        if got is not None and got is not output and not (
+                isinstance(got, tuple) and isinstance(output, tuple) and len(got) == len(output)
+                and all(a is b for a, b in zip(got, output))):
+            raise RuntimeError(_HOOK_CHANGED.format(which="hook", name=type(block).__name__))
+
+
+def _backward_pre_hooks(block: nn.Module, gout: tuple[Any, ...]) -> tuple[Any, ...]:
+    for hook in list(block._backward_pre_hooks.values()):
+        got = hook(block, gout)
+        if got is not None:
+            gout = tuple(got)
+    return gout
+
+
+def _backward_hooks(block: nn.Module, din: tuple[Any, ...], gout: tuple[Any, ...]
+                    ) -> tuple[Any, ...]:
+    """A reversible block's full backward hooks, with the gradients of its stream inputs and
+    outputs (as `register_full_backward_hook` gives them in plain mode); a returned tuple
+    replaces the input gradients."""
+    for hook in list(block._backward_hooks.values()):
+        if not getattr(hook, "_is_full_backward_hook", True):
+            continue
+        got = hook(block, din, gout)
+        if got is not None:
+            din = tuple(got)
+    return din
+
+
+class Couple(NamedTuple):
+    target: str
+    reads: tuple[str, ...]
+    fn: str
+    modules: tuple[str, ...]
+    stochastic: bool
+    forward: Any
+    inverse: Any
+    delta: Any = None
+
+
+class Permute(NamedTuple):
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    forward: Any
+    inverse: Any
+
+
+class _RecomputeFlag(threading.local):
+    active = False
+
+_RECOMPUTE = _RecomputeFlag()
+
+
+@contextlib.contextmanager
+def _recomputing() -> Any:
+    previous = _RECOMPUTE.active
+    _RECOMPUTE.active = True
+    try:
+        yield
+    finally:
+        _RECOMPUTE.active = previous
 
 
 def _autocast_state(device_type: str) -> tuple[bool, torch.dtype, bool]:
@@ -323,115 +432,6 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
 def _carrier(t: torch.Tensor) -> torch.Tensor:
     """A zero-cost tensor of t's shape: its gradient slot carries rebuilt activations backward."""
     return t.new_zeros(()).expand(t.shape)
-
-
-class _Call:
-    """One call of a reversible segment: what its blocks' backwards share. `checks` gathers
-    whether each undone update was finite (read once, when the first block is undone: one
-    synchronisation per segment); `kept` holds the segment's inputs when the reconstruction
-    guard is on, to compare with their reconstruction."""
-
-    def __init__(self, segment: ReversibleSegment, kept: tuple[torch.Tensor, ...] | None
-                 ) -> None:
-        self.segment = segment
-        self.trace = segment.trace
-        self.kept = kept
-        self.checks: list[Any] = []
-
-    def finish(self, rebuilt: dict[str, torch.Tensor]) -> None:
-        flags = [f for _, _, steps in self.checks for _, _, f in steps]
-        if flags and not bool(torch.stack(flags).all()):
-            for i, block, steps in self.checks:  # in backward order: the first failure
-                for k, step, ok in steps:
-                    if not bool(ok):
-                        raise FloatingPointError(
-                            f"reversible backward: undoing step {k} of block {i} "
-                            f"({type(block).__name__}), the update of '{step.target}' by "
-                            f"{step.fn or 'its formula'}, gave non-finite values: its inverse "
-                            "divides by a scale that vanished or overflowed at this precision. "
-                            "Bound the scale away from 0 (e.g. sigmoid(s) + eps), train in "
-                            "higher precision, or set model.reversible = False."
-                        )
-        if self.kept is not None:
-            err = 0.0
-            for name, kept in zip(self.segment.inputs, self.kept, strict=True):
-                got = rebuilt[name].detach().float()
-                ref = kept.detach().float()
-                scale = ref.abs().max().item() if ref.numel() else 0.0
-                diff = (got - ref).abs().max().item() if ref.numel() else 0.0
-                err = max(err, diff / scale if scale > 0 else diff)
-            self.segment.last_reconstruction_error = err
-            threshold = self.segment.guard
-            if threshold is not None and threshold > 0 and err > threshold:
-                warnings.warn(
-                    f"reversible segment: the backward rebuilt its inputs with relative error "
-                    f"{err:.3g} (threshold {threshold:g}); gradients are drifting from plain "
-                    "autograd's (ill-conditioned inverses at this depth and precision)",
-                    RuntimeWarning, stacklevel=2)
-
-_HOOK_CHANGED = (
-    "a forward {which} on reversible block {name} returned a new value; a reversible block "
-    "cannot honour hooks that change its inputs or outputs (its backward rebuilds the inputs "
-    "from the outputs). Set model.reversible = False to use such hooks."
-)
-
-
-def _pre_hooks(block: nn.Module, args: tuple[torch.Tensor, ...], options: dict[str, Any]
-               ) -> None:
-    """Fire a reversible block's forward pre-hooks once, in the forward, as a plain call
-    would; refuse one that changes the inputs."""
-    for hid, hook in list(block._forward_pre_hooks.items()):
-        if hid in block._forward_pre_hooks_with_kwargs:
-            got = hook(block, args, options)
-            same = got is None or _same_values(got[0], args)
-        else:
-            got = hook(block, args)
-            same = got is None or _same_values(got, args)
-        if not same:
-            raise RuntimeError(_HOOK_CHANGED.format(which="pre-hook",
-                                                    name=type(block).__name__))
-
-
-def _same_values(got: Any, args: tuple[torch.Tensor, ...]) -> bool:
-    got = got if isinstance(got, tuple) else (got,)
-    return len(got) == len(args) and all(a is b for a, b in zip(got, args))
-
-
-def _post_hooks(block: nn.Module, args: tuple[torch.Tensor, ...], options: dict[str, Any],
-                output: Any) -> None:
-    """Fire a reversible block's forward hooks once with its inputs and outputs; refuse one
-    that changes the outputs (the gradients would silently ignore the change)."""
-    for hid, hook in list(block._forward_hooks.items()):
-        if hid in block._forward_hooks_with_kwargs:
-            got = hook(block, args, options, output)
-        else:
-            got = hook(block, args, output)
-        if got is not None and got is not output and not (
-                isinstance(got, tuple) and isinstance(output, tuple) and len(got) == len(output)
-                and all(a is b for a, b in zip(got, output))):
-            raise RuntimeError(_HOOK_CHANGED.format(which="hook", name=type(block).__name__))
-
-
-def _backward_pre_hooks(block: nn.Module, gout: tuple[Any, ...]) -> tuple[Any, ...]:
-    for hook in list(block._backward_pre_hooks.values()):
-        got = hook(block, gout)
-        if got is not None:
-            gout = tuple(got)
-    return gout
-
-
-def _backward_hooks(block: nn.Module, din: tuple[Any, ...], gout: tuple[Any, ...]
-                    ) -> tuple[Any, ...]:
-    """A reversible block's full backward hooks, with the gradients of its stream inputs and
-    outputs (as `register_full_backward_hook` gives them in plain mode); a returned tuple
-    replaces the input gradients."""
-    for hook in list(block._backward_hooks.values()):
-        if not getattr(hook, "_is_full_backward_hook", True):
-            continue
-        got = hook(block, din, gout)
-        if got is not None:
-            din = tuple(got)
-    return din
 
 
 class _Block(torch.autograd.Function):

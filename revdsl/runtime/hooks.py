@@ -1,0 +1,168 @@
+"""What makes a generated module behave like an ordinary nn.Module in reversible mode (copied
+into generated modules with the rest of the runtime):
+
+* the recompute runs as the forward ran: the training flags of the forward, and without firing
+  forward hooks a second time (`_modes`, `_as_in_forward`);
+* a reversible block's own hooks fire once, as on a plain call, and one that changes a value is
+  refused (`_pre_hooks`, `_post_hooks`); its backward hooks see its streams' gradients;
+* double backward is refused with the fix named (`_no_double_backward`);
+* one call of a segment (`_Call`): the finiteness of every undone update, checked once per
+  segment, and the reconstruction guard's comparison of rebuilt with real inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _modes(module: nn.Module) -> tuple[bool, ...]:
+    """The training flag of a module and of each of its submodules (in `modules()` order)."""
+    return tuple(m.training for m in module.modules())
+
+
+@contextlib.contextmanager
+def _as_in_forward(module: nn.Module, modes: tuple[bool, ...]) -> Any:
+    """Recompute `module` as the forward ran it: the training flags it had then (a
+    `model.eval()` between forward and backward must not change the gradient), and without
+    firing its forward hooks, or its submodules', a second time (they fired in the forward)."""
+    mods = list(module.modules())
+    now = [m.training for m in mods]
+    hooked = [(m, m._forward_hooks, m._forward_pre_hooks) for m in mods
+              if m._forward_hooks or m._forward_pre_hooks]
+    for m, t in zip(mods, modes):
+        m.training = t
+    for m, _, _ in hooked:
+        m._forward_hooks = type(m._forward_hooks)()
+        m._forward_pre_hooks = type(m._forward_pre_hooks)()
+    try:
+        yield
+    finally:
+        for m, t in zip(mods, now):
+            m.training = t
+        for m, hooks, pre in hooked:
+            m._forward_hooks, m._forward_pre_hooks = hooks, pre
+
+
+def _no_double_backward() -> None:
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "double backward (create_graph=True) through a reversible segment is not supported: "
+            "its backward rebuilds activations without a graph of how they depend on the "
+            "parameters. Set model.reversible = False (plain autograd) for second-order "
+            "gradients."
+        )
+
+
+class _Call:
+    """One call of a reversible segment: what its blocks' backwards share. `checks` gathers
+    whether each undone update was finite (read once, when the first block is undone: one
+    synchronisation per segment); `kept` holds the segment's inputs when the reconstruction
+    guard is on, to compare with their reconstruction."""
+
+    def __init__(self, segment: nn.Module, kept: tuple[torch.Tensor, ...] | None
+                 ) -> None:
+        self.segment = segment
+        self.trace = segment.trace
+        self.kept = kept
+        self.checks: list[Any] = []
+
+    def finish(self, rebuilt: dict[str, torch.Tensor]) -> None:
+        flags = [f for _, _, steps in self.checks for _, _, f in steps]
+        if flags and not bool(torch.stack(flags).all()):
+            for i, block, steps in self.checks:  # in backward order: the first failure
+                for k, step, ok in steps:
+                    if not bool(ok):
+                        raise FloatingPointError(
+                            f"reversible backward: undoing step {k} of block {i} "
+                            f"({type(block).__name__}), the update of '{step.target}' by "
+                            f"{step.fn or 'its formula'}, gave non-finite values: its inverse "
+                            "divides by a scale that vanished or overflowed at this precision. "
+                            "Bound the scale away from 0 (e.g. sigmoid(s) + eps), train in "
+                            "higher precision, or set model.reversible = False."
+                        )
+        if self.kept is not None:
+            err = 0.0
+            for name, kept in zip(self.segment.inputs, self.kept, strict=True):
+                got = rebuilt[name].detach().float()
+                ref = kept.detach().float()
+                scale = ref.abs().max().item() if ref.numel() else 0.0
+                diff = (got - ref).abs().max().item() if ref.numel() else 0.0
+                err = max(err, diff / scale if scale > 0 else diff)
+            self.segment.last_reconstruction_error = err
+            threshold = self.segment.guard
+            if threshold is not None and threshold > 0 and err > threshold:
+                warnings.warn(
+                    f"reversible segment: the backward rebuilt its inputs with relative error "
+                    f"{err:.3g} (threshold {threshold:g}); gradients are drifting from plain "
+                    "autograd's (ill-conditioned inverses at this depth and precision)",
+                    RuntimeWarning, stacklevel=2)
+
+
+_HOOK_CHANGED = (
+    "a forward {which} on reversible block {name} returned a new value; a reversible block "
+    "cannot honour hooks that change its inputs or outputs (its backward rebuilds the inputs "
+    "from the outputs). Set model.reversible = False to use such hooks."
+)
+
+
+def _pre_hooks(block: nn.Module, args: tuple[torch.Tensor, ...], options: dict[str, Any]
+               ) -> None:
+    """Fire a reversible block's forward pre-hooks once, in the forward, as a plain call
+    would; refuse one that changes the inputs."""
+    for hid, hook in list(block._forward_pre_hooks.items()):
+        if hid in block._forward_pre_hooks_with_kwargs:
+            got = hook(block, args, options)
+            same = got is None or _same_values(got[0], args)
+        else:
+            got = hook(block, args)
+            same = got is None or _same_values(got, args)
+        if not same:
+            raise RuntimeError(_HOOK_CHANGED.format(which="pre-hook",
+                                                    name=type(block).__name__))
+
+
+def _same_values(got: Any, args: tuple[torch.Tensor, ...]) -> bool:
+    got = got if isinstance(got, tuple) else (got,)
+    return len(got) == len(args) and all(a is b for a, b in zip(got, args))
+
+
+def _post_hooks(block: nn.Module, args: tuple[torch.Tensor, ...], options: dict[str, Any],
+                output: Any) -> None:
+    """Fire a reversible block's forward hooks once with its inputs and outputs; refuse one
+    that changes the outputs (the gradients would silently ignore the change)."""
+    for hid, hook in list(block._forward_hooks.items()):
+        if hid in block._forward_hooks_with_kwargs:
+            got = hook(block, args, options, output)
+        else:
+            got = hook(block, args, output)
+        if got is not None and got is not output and not (
+                isinstance(got, tuple) and isinstance(output, tuple) and len(got) == len(output)
+                and all(a is b for a, b in zip(got, output))):
+            raise RuntimeError(_HOOK_CHANGED.format(which="hook", name=type(block).__name__))
+
+
+def _backward_pre_hooks(block: nn.Module, gout: tuple[Any, ...]) -> tuple[Any, ...]:
+    for hook in list(block._backward_pre_hooks.values()):
+        got = hook(block, gout)
+        if got is not None:
+            gout = tuple(got)
+    return gout
+
+
+def _backward_hooks(block: nn.Module, din: tuple[Any, ...], gout: tuple[Any, ...]
+                    ) -> tuple[Any, ...]:
+    """A reversible block's full backward hooks, with the gradients of its stream inputs and
+    outputs (as `register_full_backward_hook` gives them in plain mode); a returned tuple
+    replaces the input gradients."""
+    for hook in list(block._backward_hooks.values()):
+        if not getattr(hook, "_is_full_backward_hook", True):
+            continue
+        got = hook(block, din, gout)
+        if got is not None:
+            din = tuple(got)
+    return din
