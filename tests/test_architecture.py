@@ -25,8 +25,8 @@ STAGES: list[tuple[str, ...]] = [
     # 3: AST -> IR
     ("revdsl.lower",),
     # 4: the graph view, proofs, verification and what they derive
-    ("revdsl.graph", "revdsl.prover", "revdsl.usage", "revdsl.verify", "revdsl.sizes",
-     "revdsl.strategies"),
+    ("revdsl.graph", "revdsl.prover", "revdsl.usage", "revdsl.memory", "revdsl.verify",
+     "revdsl.sizes", "revdsl.strategies"),
     # 5: code generation
     ("revdsl.codegen",),
     # 6: the chain, in-process loading, files, reports
@@ -48,7 +48,7 @@ def _stage(mod: str) -> int:
     best = None
     for i, group in enumerate(STAGES):
         for prefix in group:
-            if mod == prefix or mod.startswith(prefix + "."):
+            if mod == prefix or (prefix != "revdsl" and mod.startswith(prefix + ".")):
                 if best is None or len(prefix) > best[1]:
                     best = (i, len(prefix))
     assert best is not None, f"{mod} is in no stage: add it to STAGES"
