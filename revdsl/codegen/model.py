@@ -73,9 +73,9 @@ class ModelMixin:
             e.line("if fixed:")
             with e.indented():
                 e.line("raise TypeError(")
-                e.line('    f"{fixed[0]} is a compile-time parameter of this model (here '
-                       '{PARAMETERS[fixed[0]]!r}); "')
-                e.line('    f"compile the spec again with --set {fixed[0]}=... to change it"')
+                e.line('    f"{fixed[0]} is a compile-time parameter of this model "')
+                e.line('    f"(here {PARAMETERS[fixed[0]]!r}); compile the spec again with "')
+                e.line('    f"--set {fixed[0]}=... to change it"')
                 e.line(")")
             e.line(f"return {p.name}(**overrides)")
 

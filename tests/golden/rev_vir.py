@@ -27,10 +27,8 @@ import warnings
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 import torch.utils.checkpoint
 from torch import nn
-
 
 # -------------------- revdsl runtime (copied from revdsl/runtime) --------------------
 
@@ -861,11 +859,14 @@ class Block(nn.Module):
         self.drop_path2 = DropPath(drop_path)
 
     def f_ls1(self, x2, *, mode):
-        """Function of the update of x1 (spec line 37): drop_path(layer_scale(retention(layernorm(x2))))."""
+        """Function of the update of x1 (spec line 37):
+            drop_path(layer_scale(retention(layernorm(x2)))).
+        """
         return self.drop_path1(self.ls1(self.retention(self.norm1(x2), mode=mode)))
 
     def f_ls2(self, x1, *, mode):
-        """Function of the update of x2 (spec line 39): drop_path(layer_scale(mlp(layernorm(x1))))."""
+        """Function of the update of x2 (spec line 39): drop_path(layer_scale(mlp(layernorm(x1)))).
+        """
         return self.drop_path2(self.ls2(self.mlp(self.norm2(x1))))
 
     def forward(self, x1, x2, *, mode):
@@ -895,7 +896,12 @@ class RevViR(nn.Module):
     `checkpoint`: with reversible=False, wrap each block in torch.utils.checkpoint.
     """
 
-    def __init__(self, num_classes: int = 1000, drop_path_rate: float = 0.1, reversible: bool = True) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        drop_path_rate: float = 0.1,
+        reversible: bool = True,
+    ) -> None:
         super().__init__()
         self.reversible = reversible
         self.checkpoint = False
@@ -920,7 +926,13 @@ class RevViR(nn.Module):
         x = self.pos_embed(x)
         x = self.cls_token(x)
         x1, x2 = x, x
-        x1, x2 = self.body(x1, x2, reversible=self.reversible, checkpoint=self.checkpoint, mode=mode)
+        x1, x2 = self.body(
+            x1,
+            x2,
+            reversible=self.reversible,
+            checkpoint=self.checkpoint,
+            mode=mode,
+        )
         z = self.norm(torch.cat([x1, x2], dim=-1))
         return z
 
@@ -952,7 +964,16 @@ class RevViR(nn.Module):
 
 
 # The compile-time parameters this file was generated with.
-PARAMETERS = {"dim": 384, "depth": 12, "heads": 6, "image": 224, "patch": 16, "mlp_ratio": 4, "chunk": 64, "ls_init": 1e-05}
+PARAMETERS = {
+    "dim": 384,
+    "depth": 12,
+    "heads": 6,
+    "image": 224,
+    "patch": 16,
+    "mlp_ratio": 4,
+    "chunk": 64,
+    "ls_init": 1e-05,
+}
 
 
 def create_model(**overrides: Any) -> RevViR:
@@ -964,7 +985,8 @@ def create_model(**overrides: Any) -> RevViR:
     fixed = sorted(set(overrides) & set(PARAMETERS))
     if fixed:
         raise TypeError(
-            f"{fixed[0]} is a compile-time parameter of this model (here {PARAMETERS[fixed[0]]!r}); "
-            f"compile the spec again with --set {fixed[0]}=... to change it"
+            f"{fixed[0]} is a compile-time parameter of this model "
+            f"(here {PARAMETERS[fixed[0]]!r}); compile the spec again with "
+            f"--set {fixed[0]}=... to change it"
         )
     return RevViR(**overrides)

@@ -21,16 +21,14 @@ Usage:
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import warnings
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
-
 
 # -------------------- revdsl runtime (copied from revdsl/runtime) --------------------
 
@@ -797,7 +795,12 @@ class RevViT(nn.Module):
     `checkpoint`: with reversible=False, wrap each block in torch.utils.checkpoint.
     """
 
-    def __init__(self, num_classes: int = 1000, drop_path_rate: float = 0.1, reversible: bool = True) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        drop_path_rate: float = 0.1,
+        reversible: bool = True,
+    ) -> None:
         super().__init__()
         self.reversible = reversible
         self.checkpoint = False
@@ -852,7 +855,15 @@ class RevViT(nn.Module):
 
 
 # The compile-time parameters this file was generated with.
-PARAMETERS = {"dim": 384, "depth": 12, "heads": 6, "image": 224, "patch": 16, "mlp_ratio": 4, "dropout": 0.0}
+PARAMETERS = {
+    "dim": 384,
+    "depth": 12,
+    "heads": 6,
+    "image": 224,
+    "patch": 16,
+    "mlp_ratio": 4,
+    "dropout": 0.0,
+}
 
 
 def create_model(**overrides: Any) -> RevViT:
@@ -864,7 +875,8 @@ def create_model(**overrides: Any) -> RevViT:
     fixed = sorted(set(overrides) & set(PARAMETERS))
     if fixed:
         raise TypeError(
-            f"{fixed[0]} is a compile-time parameter of this model (here {PARAMETERS[fixed[0]]!r}); "
-            f"compile the spec again with --set {fixed[0]}=... to change it"
+            f"{fixed[0]} is a compile-time parameter of this model "
+            f"(here {PARAMETERS[fixed[0]]!r}); compile the spec again with "
+            f"--set {fixed[0]}=... to change it"
         )
     return RevViT(**overrides)
