@@ -193,7 +193,13 @@ class SegmentMixin:
         if not blk.steps:
             return
         outputs = tuple(seg.live[n].current for n in sorted(seg.live, key=lambda n: seg.order[n]))
-        modules = self._name_modules(blk.modules, scope="block")
+        # numbered in the order the steps run, listed (and so built) in the spec's order
+        named = {id(node): name for name, node in
+                 self._name_modules(_in_step_order(blk), scope="block")}
+        modules = []
+        for node, _, _ in blk.modules:
+            if id(node) in named:
+                modules.append((named.pop(id(node)), node))
         seg.blocks.append(
             ir.Block(kind=blk.kind, name=blk.name, index=len(seg.blocks), steps=tuple(blk.steps),
                      inputs=blk.inputs, outputs=outputs, modules=tuple(modules),
@@ -492,3 +498,17 @@ def _source_op(values: list[Any]) -> ir.OpNode | None:
                for i, n in enumerate(nodes)) and src.n_out == len(nodes):
             return src
     return None
+
+
+def _in_step_order(blk: _Block) -> list[tuple[ir.OpNode, str, Span | None]]:
+    """A block's layers in the order its steps run (a phase runs its updates last written
+    first), so that default names number them as the code reads (`mbconv1` runs first)."""
+    order: dict[int, int] = {}
+    for st in blk.steps:
+        inner = list(reversed(st.steps)) if isinstance(st, ir.Phase) else [st]
+        for step in inner:
+            if isinstance(step, ir.Restructure):
+                continue
+            for n in ir.walk([step.expr]):
+                order.setdefault(n.id, len(order))
+    return sorted(blk.modules, key=lambda r: order.get(r[0].id, len(order)))

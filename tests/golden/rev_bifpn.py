@@ -1018,32 +1018,32 @@ class Silo2(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.mbconv1 = MBConv(48, 64, stride=2, se=0.25)
-        self.mbconv2 = MBConv(48, 80, kernel=7, stride=4, se=0.25)
-        self.mbconv3 = MBConv(64, 80, stride=2, se=0.25)
-        self.mbconv4 = MBConv(80, 64, se=0.25)
-        self.mbconv5 = MBConv(64, 48, se=0.25)
-        self.mbconv6 = MBConv(80, 48, se=0.25)
+        self.mbconv3 = MBConv(48, 64, stride=2, se=0.25)
+        self.mbconv1 = MBConv(48, 80, kernel=7, stride=4, se=0.25)
+        self.mbconv2 = MBConv(64, 80, stride=2, se=0.25)
+        self.mbconv6 = MBConv(80, 64, se=0.25)
+        self.mbconv4 = MBConv(64, 48, se=0.25)
+        self.mbconv5 = MBConv(80, 48, se=0.25)
 
-    def f_mbconv2(self, s0, s1):
+    def f_mbconv1(self, s0, s1):
         """Functions of the new stream s2 (spec line 80): mbconv(s0), mbconv(s1)."""
-        return self.mbconv2(s0), self.mbconv3(s1)
+        return self.mbconv1(s0), self.mbconv2(s1)
 
-    def f_mbconv1(self, s0):
+    def f_mbconv3(self, s0):
         """Function of the update of s1 (spec line 75): mbconv(s0)."""
-        return self.mbconv1(s0)
+        return self.mbconv3(s0)
 
-    def f_mbconv5(self, s1, s2):
+    def f_mbconv4(self, s1, s2):
         """Functions of the update of s0 (spec line 87): upsample(mbconv(s1)), upsample(mbconv(s2)).
         """
         return (
-            F.interpolate(self.mbconv5(s1), scale_factor=2, mode='bilinear', align_corners=False),
-            F.interpolate(self.mbconv6(s2), scale_factor=4, mode='bilinear', align_corners=False),
+            F.interpolate(self.mbconv4(s1), scale_factor=2, mode='bilinear', align_corners=False),
+            F.interpolate(self.mbconv5(s2), scale_factor=4, mode='bilinear', align_corners=False),
         )
 
-    def f_mbconv4(self, s2):
+    def f_mbconv6(self, s2):
         """Function of the update of s1 (spec line 87): upsample(mbconv(s2))."""
-        return F.interpolate(self.mbconv4(s2), scale_factor=2, mode='bilinear', align_corners=False)
+        return F.interpolate(self.mbconv6(s2), scale_factor=2, mode='bilinear', align_corners=False)
 
     def forward(self, s0, s1):
         return forward_steps(self, (s0, s1))
@@ -1053,17 +1053,17 @@ class Silo2(nn.Module):
         return inverse_steps(self, (s0, s1, s2))
 
     STEPS = (
-        Create("s2", ("s0", "s1"), "f_mbconv2", ("mbconv2", "mbconv3"), True,
+        Create("s2", ("s0", "s1"), "f_mbconv1", ("mbconv1", "mbconv2"), True,
             combine=lambda a0, a1: a0 + a1),
-        Couple("s1", ("s0",), "f_mbconv1", ("mbconv1",), True,
+        Couple("s1", ("s0",), "f_mbconv3", ("mbconv3",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("s0", ("s1", "s2"), "f_mbconv5", ("mbconv5", "mbconv6"), True,
+        Couple("s0", ("s1", "s2"), "f_mbconv4", ("mbconv4", "mbconv5"), True,
             forward=lambda t, a0, a1: t + a0 + a1,
             inverse=lambda y, a0, a1: y - a0 - a1,
             delta=lambda a0, a1: a0 + a1),
-        Couple("s1", ("s2",), "f_mbconv4", ("mbconv4",), True,
+        Couple("s1", ("s2",), "f_mbconv6", ("mbconv6",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -1223,52 +1223,57 @@ class Silo3(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.mbconv1 = MBConv(48, 64, stride=2, se=0.25)
-        self.mbconv2 = MBConv(48, 80, kernel=7, stride=4, se=0.25)
-        self.mbconv3 = MBConv(64, 80, stride=2, se=0.25)
-        self.mbconv4 = MBConv(48, 160, kernel=15, stride=8, se=0.25)
-        self.mbconv5 = MBConv(64, 160, kernel=7, stride=4, se=0.25)
-        self.mbconv6 = MBConv(80, 160, stride=2, expand=2, se=0.125)
-        self.mbconv7 = MBConv(160, 80, kernel=5, expand=2, se=0.125)
-        self.mbconv8 = MBConv(80, 64, se=0.25)
-        self.mbconv9 = MBConv(160, 64, kernel=5, se=0.25)
-        self.mbconv10 = MBConv(64, 48, se=0.25)
-        self.mbconv11 = MBConv(80, 48, se=0.25)
-        self.mbconv12 = MBConv(160, 48, kernel=5, se=0.25)
+        self.mbconv6 = MBConv(48, 64, stride=2, se=0.25)
+        self.mbconv4 = MBConv(48, 80, kernel=7, stride=4, se=0.25)
+        self.mbconv5 = MBConv(64, 80, stride=2, se=0.25)
+        self.mbconv1 = MBConv(48, 160, kernel=15, stride=8, se=0.25)
+        self.mbconv2 = MBConv(64, 160, kernel=7, stride=4, se=0.25)
+        self.mbconv3 = MBConv(80, 160, stride=2, expand=2, se=0.125)
+        self.mbconv12 = MBConv(160, 80, kernel=5, expand=2, se=0.125)
+        self.mbconv10 = MBConv(80, 64, se=0.25)
+        self.mbconv11 = MBConv(160, 64, kernel=5, se=0.25)
+        self.mbconv7 = MBConv(64, 48, se=0.25)
+        self.mbconv8 = MBConv(80, 48, se=0.25)
+        self.mbconv9 = MBConv(160, 48, kernel=5, se=0.25)
 
-    def f_mbconv4(self, s0, s1, s2):
+    def f_mbconv1(self, s0, s1, s2):
         """Functions of the new stream s3 (spec line 80): mbconv(s0), mbconv(s1), mbconv(s2)."""
-        return self.mbconv4(s0), self.mbconv5(s1), self.mbconv6(s2)
+        return self.mbconv1(s0), self.mbconv2(s1), self.mbconv3(s2)
 
-    def f_mbconv2(self, s0, s1):
+    def f_mbconv4(self, s0, s1):
         """Functions of the update of s2 (spec line 75): mbconv(s0), mbconv(s1)."""
-        return self.mbconv2(s0), self.mbconv3(s1)
+        return self.mbconv4(s0), self.mbconv5(s1)
 
-    def f_mbconv1(self, s0):
+    def f_mbconv6(self, s0):
         """Function of the update of s1 (spec line 75): mbconv(s0)."""
-        return self.mbconv1(s0)
+        return self.mbconv6(s0)
 
-    def f_mbconv10(self, s1, s2, s3):
+    def f_mbconv7(self, s1, s2, s3):
         """Functions of the update of s0 (spec line 87): upsample(mbconv(s1)), upsample(mbconv(s2)),
             upsample(mbconv(s3)).
         """
         return (
-            F.interpolate(self.mbconv10(s1), scale_factor=2, mode='bilinear', align_corners=False),
-            F.interpolate(self.mbconv11(s2), scale_factor=4, mode='bilinear', align_corners=False),
-            F.interpolate(self.mbconv12(s3), scale_factor=8, mode='bilinear', align_corners=False),
+            F.interpolate(self.mbconv7(s1), scale_factor=2, mode='bilinear', align_corners=False),
+            F.interpolate(self.mbconv8(s2), scale_factor=4, mode='bilinear', align_corners=False),
+            F.interpolate(self.mbconv9(s3), scale_factor=8, mode='bilinear', align_corners=False),
         )
 
-    def f_mbconv8(self, s2, s3):
+    def f_mbconv10(self, s2, s3):
         """Functions of the update of s1 (spec line 87): upsample(mbconv(s2)), upsample(mbconv(s3)).
         """
         return (
-            F.interpolate(self.mbconv8(s2), scale_factor=2, mode='bilinear', align_corners=False),
-            F.interpolate(self.mbconv9(s3), scale_factor=4, mode='bilinear', align_corners=False),
+            F.interpolate(self.mbconv10(s2), scale_factor=2, mode='bilinear', align_corners=False),
+            F.interpolate(self.mbconv11(s3), scale_factor=4, mode='bilinear', align_corners=False),
         )
 
-    def f_mbconv7(self, s3):
+    def f_mbconv12(self, s3):
         """Function of the update of s2 (spec line 87): upsample(mbconv(s3))."""
-        return F.interpolate(self.mbconv7(s3), scale_factor=2, mode='bilinear', align_corners=False)
+        return F.interpolate(
+            self.mbconv12(s3),
+            scale_factor=2,
+            mode='bilinear',
+            align_corners=False,
+        )
 
     def forward(self, s0, s1, s2):
         return forward_steps(self, (s0, s1, s2))
@@ -1278,25 +1283,25 @@ class Silo3(nn.Module):
         return inverse_steps(self, (s0, s1, s2, s3))
 
     STEPS = (
-        Create("s3", ("s0", "s1", "s2"), "f_mbconv4", ("mbconv4", "mbconv5", "mbconv6"), True,
+        Create("s3", ("s0", "s1", "s2"), "f_mbconv1", ("mbconv1", "mbconv2", "mbconv3"), True,
             combine=lambda a0, a1, a2: a0 + a1 + a2),
-        Couple("s2", ("s0", "s1"), "f_mbconv2", ("mbconv2", "mbconv3"), True,
+        Couple("s2", ("s0", "s1"), "f_mbconv4", ("mbconv4", "mbconv5"), True,
             forward=lambda t, a0, a1: t + a0 + a1,
             inverse=lambda y, a0, a1: y - a0 - a1,
             delta=lambda a0, a1: a0 + a1),
-        Couple("s1", ("s0",), "f_mbconv1", ("mbconv1",), True,
+        Couple("s1", ("s0",), "f_mbconv6", ("mbconv6",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("s0", ("s1", "s2", "s3"), "f_mbconv10", ("mbconv10", "mbconv11", "mbconv12"), True,
+        Couple("s0", ("s1", "s2", "s3"), "f_mbconv7", ("mbconv7", "mbconv8", "mbconv9"), True,
             forward=lambda t, a0, a1, a2: t + a0 + a1 + a2,
             inverse=lambda y, a0, a1, a2: y - a0 - a1 - a2,
             delta=lambda a0, a1, a2: a0 + a1 + a2),
-        Couple("s1", ("s2", "s3"), "f_mbconv8", ("mbconv8", "mbconv9"), True,
+        Couple("s1", ("s2", "s3"), "f_mbconv10", ("mbconv10", "mbconv11"), True,
             forward=lambda t, a0, a1: t + a0 + a1,
             inverse=lambda y, a0, a1: y - a0 - a1,
             delta=lambda a0, a1: a0 + a1),
-        Couple("s2", ("s3",), "f_mbconv7", ("mbconv7",), True,
+        Couple("s2", ("s3",), "f_mbconv12", ("mbconv12",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
@@ -1488,52 +1493,57 @@ class Silo4(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.mbconv1 = MBConv(48, 64, stride=2, se=0.25)
-        self.mbconv2 = MBConv(48, 80, kernel=7, stride=4, se=0.25)
-        self.mbconv3 = MBConv(64, 80, stride=2, se=0.25)
-        self.mbconv4 = MBConv(48, 160, kernel=15, stride=8, se=0.25)
-        self.mbconv5 = MBConv(64, 160, kernel=7, stride=4, se=0.25)
-        self.mbconv6 = MBConv(80, 160, stride=2, expand=2, se=0.125)
-        self.mbconv7 = MBConv(160, 80, kernel=5, expand=2, se=0.125)
-        self.mbconv8 = MBConv(80, 64, se=0.25)
-        self.mbconv9 = MBConv(160, 64, kernel=5, se=0.25)
-        self.mbconv10 = MBConv(64, 48, se=0.25)
-        self.mbconv11 = MBConv(80, 48, se=0.25)
-        self.mbconv12 = MBConv(160, 48, kernel=5, se=0.25)
+        self.mbconv6 = MBConv(48, 64, stride=2, se=0.25)
+        self.mbconv4 = MBConv(48, 80, kernel=7, stride=4, se=0.25)
+        self.mbconv5 = MBConv(64, 80, stride=2, se=0.25)
+        self.mbconv1 = MBConv(48, 160, kernel=15, stride=8, se=0.25)
+        self.mbconv2 = MBConv(64, 160, kernel=7, stride=4, se=0.25)
+        self.mbconv3 = MBConv(80, 160, stride=2, expand=2, se=0.125)
+        self.mbconv12 = MBConv(160, 80, kernel=5, expand=2, se=0.125)
+        self.mbconv10 = MBConv(80, 64, se=0.25)
+        self.mbconv11 = MBConv(160, 64, kernel=5, se=0.25)
+        self.mbconv7 = MBConv(64, 48, se=0.25)
+        self.mbconv8 = MBConv(80, 48, se=0.25)
+        self.mbconv9 = MBConv(160, 48, kernel=5, se=0.25)
 
-    def f_mbconv4(self, s0, s1, s2):
+    def f_mbconv1(self, s0, s1, s2):
         """Functions of the update of s3 (spec line 75): mbconv(s0), mbconv(s1), mbconv(s2)."""
-        return self.mbconv4(s0), self.mbconv5(s1), self.mbconv6(s2)
+        return self.mbconv1(s0), self.mbconv2(s1), self.mbconv3(s2)
 
-    def f_mbconv2(self, s0, s1):
+    def f_mbconv4(self, s0, s1):
         """Functions of the update of s2 (spec line 75): mbconv(s0), mbconv(s1)."""
-        return self.mbconv2(s0), self.mbconv3(s1)
+        return self.mbconv4(s0), self.mbconv5(s1)
 
-    def f_mbconv1(self, s0):
+    def f_mbconv6(self, s0):
         """Function of the update of s1 (spec line 75): mbconv(s0)."""
-        return self.mbconv1(s0)
+        return self.mbconv6(s0)
 
-    def f_mbconv10(self, s1, s2, s3):
+    def f_mbconv7(self, s1, s2, s3):
         """Functions of the update of s0 (spec line 87): upsample(mbconv(s1)), upsample(mbconv(s2)),
             upsample(mbconv(s3)).
         """
         return (
-            F.interpolate(self.mbconv10(s1), scale_factor=2, mode='bilinear', align_corners=False),
-            F.interpolate(self.mbconv11(s2), scale_factor=4, mode='bilinear', align_corners=False),
-            F.interpolate(self.mbconv12(s3), scale_factor=8, mode='bilinear', align_corners=False),
+            F.interpolate(self.mbconv7(s1), scale_factor=2, mode='bilinear', align_corners=False),
+            F.interpolate(self.mbconv8(s2), scale_factor=4, mode='bilinear', align_corners=False),
+            F.interpolate(self.mbconv9(s3), scale_factor=8, mode='bilinear', align_corners=False),
         )
 
-    def f_mbconv8(self, s2, s3):
+    def f_mbconv10(self, s2, s3):
         """Functions of the update of s1 (spec line 87): upsample(mbconv(s2)), upsample(mbconv(s3)).
         """
         return (
-            F.interpolate(self.mbconv8(s2), scale_factor=2, mode='bilinear', align_corners=False),
-            F.interpolate(self.mbconv9(s3), scale_factor=4, mode='bilinear', align_corners=False),
+            F.interpolate(self.mbconv10(s2), scale_factor=2, mode='bilinear', align_corners=False),
+            F.interpolate(self.mbconv11(s3), scale_factor=4, mode='bilinear', align_corners=False),
         )
 
-    def f_mbconv7(self, s3):
+    def f_mbconv12(self, s3):
         """Function of the update of s2 (spec line 87): upsample(mbconv(s3))."""
-        return F.interpolate(self.mbconv7(s3), scale_factor=2, mode='bilinear', align_corners=False)
+        return F.interpolate(
+            self.mbconv12(s3),
+            scale_factor=2,
+            mode='bilinear',
+            align_corners=False,
+        )
 
     def forward(self, s0, s1, s2, s3):
         return forward_steps(self, (s0, s1, s2, s3))
@@ -1543,27 +1553,27 @@ class Silo4(nn.Module):
         return inverse_steps(self, (s0, s1, s2, s3))
 
     STEPS = (
-        Couple("s3", ("s0", "s1", "s2"), "f_mbconv4", ("mbconv4", "mbconv5", "mbconv6"), True,
+        Couple("s3", ("s0", "s1", "s2"), "f_mbconv1", ("mbconv1", "mbconv2", "mbconv3"), True,
             forward=lambda t, a0, a1, a2: t + a0 + a1 + a2,
             inverse=lambda y, a0, a1, a2: y - a0 - a1 - a2,
             delta=lambda a0, a1, a2: a0 + a1 + a2),
-        Couple("s2", ("s0", "s1"), "f_mbconv2", ("mbconv2", "mbconv3"), True,
+        Couple("s2", ("s0", "s1"), "f_mbconv4", ("mbconv4", "mbconv5"), True,
             forward=lambda t, a0, a1: t + a0 + a1,
             inverse=lambda y, a0, a1: y - a0 - a1,
             delta=lambda a0, a1: a0 + a1),
-        Couple("s1", ("s0",), "f_mbconv1", ("mbconv1",), True,
+        Couple("s1", ("s0",), "f_mbconv6", ("mbconv6",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
-        Couple("s0", ("s1", "s2", "s3"), "f_mbconv10", ("mbconv10", "mbconv11", "mbconv12"), True,
+        Couple("s0", ("s1", "s2", "s3"), "f_mbconv7", ("mbconv7", "mbconv8", "mbconv9"), True,
             forward=lambda t, a0, a1, a2: t + a0 + a1 + a2,
             inverse=lambda y, a0, a1, a2: y - a0 - a1 - a2,
             delta=lambda a0, a1, a2: a0 + a1 + a2),
-        Couple("s1", ("s2", "s3"), "f_mbconv8", ("mbconv8", "mbconv9"), True,
+        Couple("s1", ("s2", "s3"), "f_mbconv10", ("mbconv10", "mbconv11"), True,
             forward=lambda t, a0, a1: t + a0 + a1,
             inverse=lambda y, a0, a1: y - a0 - a1,
             delta=lambda a0, a1: a0 + a1),
-        Couple("s2", ("s3",), "f_mbconv7", ("mbconv7",), True,
+        Couple("s2", ("s3",), "f_mbconv12", ("mbconv12",), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
             delta=lambda a0: a0),
