@@ -86,6 +86,9 @@ class OpNode(Node):
     module: str | None = None
     n_out: int = 1
     out_shapes: tuple[Shape, ...] = ()
+    # an elementwise op inside a coupling whose shape rule failed: the elaborator keeps going so
+    # that the verifier can report the shape change at the step, with this message
+    problem: str | None = None
 
     def attr(self, name: str, default: Any = None) -> Any:
         for k, v in self.attrs:

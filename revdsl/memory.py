@@ -143,7 +143,7 @@ def _stored_by(roots: list[ir.Node], seen: set[int]) -> tuple[list[str], list[St
         assert opdef is not None
         ops.append(node.op)
         in_shapes = [c.shape for c in node.inputs]
-        attrs = {k: v for k, v in node.attrs if not k.startswith("__")}
+        attrs = node.attr_dict
         for shape in opdef.saved(in_shapes, list(node.out_shapes), attrs):
             stored.append(Stored(node.op, tuple(shape), per_sample(shape) * BYTES_PER_ELEMENT))
     return ops, stored

@@ -16,7 +16,7 @@ _PREC_ADD, _PREC_MUL, _PREC_NEG, _PREC_POW, _PREC_ATOM = 10, 20, 30, 40, 100
 
 
 _TORCH_NAMED = {
-    sympy.tanh: "tanh", sympy.atanh: "atanh", sympy.asinh: "asinh", sympy.sinh: "sinh",
+    sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh", sympy.atanh: "atanh", sympy.asinh: "asinh", sympy.sinh: "sinh",
     sympy.cosh: "cosh", sympy.sqrt: "sqrt", sympy.erf: "erf",
 }
 
@@ -148,10 +148,6 @@ class _Printer:
 
     def func(self, e: sympy.Basic) -> tuple[str, int]:
         f = e.func
-        if f == sympy.exp:
-            return self.call("exp", *e.args)
-        if f == sympy.log:
-            return self.call("log", *e.args)
         if f in _TORCH_NAMED:  # elementwise functions torch and math both name alike
             return self.call(_TORCH_NAMED[f], *e.args)
         if f == sympy.Abs:

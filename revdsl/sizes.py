@@ -48,7 +48,7 @@ def choices(program: ir.Program) -> dict[str, tuple[int, ...]]:
         opdef = catalogue.get(node.op)
         if opdef is None or opdef.size_choices is None:
             continue
-        attrs = {k: v for k, v in node.attrs if not k.startswith("__")}
+        attrs = node.attr_dict
         expr, allowed = opdef.size_choices([c.shape for c in node.inputs], attrs)
         expr = to_expr(expr)
         symbols = [s for s in expr.free_symbols if s != B]

@@ -88,7 +88,7 @@ def _num(e: Any, program: ir.Program, sizes: dict[str, Any] | None = None) -> in
 def _op_cost(node: ir.OpNode) -> tuple[sympy.Expr, sympy.Expr]:
     opdef = catalogue.get(node.op)
     assert opdef is not None
-    attrs = {k: v for k, v in node.attrs if not k.startswith("__")}
+    attrs = node.attr_dict
     shapes = [c.shape for c in node.inputs]
     params = to_expr(opdef.params(shapes, attrs)) if opdef.has_module else sympy.Integer(0)
     macs = to_expr(opdef.macs(shapes, list(node.out_shapes), attrs))

@@ -32,10 +32,9 @@ def without_randomness(model: torch.nn.Module) -> torch.nn.Module:
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-        elif hasattr(m, "draws_random"):  # the runtime's DropPath (rate) and attentions
-            for attr in ("rate", "attn_drop"):
-                if hasattr(m, attr):
-                    setattr(m, attr, 0.0)
+        elif hasattr(m, "draws_random"):  # runtime layers say which rates they draw with
+            for attr in m.RANDOM_RATES:
+                setattr(m, attr, 0.0)
             assert not (m.training and m.draws_random()), f"{type(m).__name__} still draws"
     return model
 

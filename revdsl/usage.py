@@ -49,7 +49,7 @@ def unused_layers(program: ir.Program, g: nx.DiGraph) -> list[SpecWarning]:
 
 
 def _has_params(opdef: catalogue.OpDef, node: ir.OpNode) -> bool:
-    attrs = {k: v for k, v in node.attrs if not k.startswith("__")}
+    attrs = node.attr_dict
     try:
         n = opdef.params([c.shape for c in node.inputs], attrs)
     except (TypeError, ValueError, KeyError):

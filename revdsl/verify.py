@@ -151,7 +151,7 @@ def op_checks(program: ir.Program) -> list[RevdslError]:
         opdef = catalogue.get(node.op)
         if opdef is None or opdef.verify is None:
             continue
-        attrs = {k: v for k, v in node.attrs if not k.startswith("__")}
+        attrs = node.attr_dict
         problem = opdef.verify(attrs, options)
         if problem:
             errors.append(OpCheckError(problem, node.span))
@@ -217,7 +217,7 @@ def _model(step: ir.Update | ir.Create) -> tuple[sympy.Expr, list[ir.Node]]:
         ):  # (a shape problem recorded on the node is reported separately)
             assert opdef.sympy_model is not None
             args = [go(c) for c in node.inputs]
-            attrs = {k: v for k, v in node.attrs if not k.startswith("__")}
+            attrs = node.attr_dict
             e = opdef.sympy_model(*args, **attrs)
         else:
             e = atom(node)
@@ -277,7 +277,7 @@ def _verify_step(seg: ir.Segment, block: ir.Block, k: int, step: ir.Update | ir.
     if isinstance(step, ir.Update):
         errors.extend(_shape_errors(step, atoms))
     for node in ir.walk([step.expr], stop={n.id for n in atoms}):
-        problem = node.attr("__problem__") if isinstance(node, ir.OpNode) else None
+        problem = node.problem if isinstance(node, ir.OpNode) else None
         if problem and not any(isinstance(e, ShapeError) for e in errors):
             errors.append(ShapeError(f"{target}: {problem}", node.span or step.span))
     proof = None

@@ -146,6 +146,9 @@ class OpDef:
     stochastic: bool = False
     elementwise: bool = False
     inverse: str | None = None  # for 'structural' bijections: the op that undoes it
+    # the inverse op's attributes, from this op's attributes and number of inputs (default: the
+    # same attributes, as for space_to_depth / depth_to_space)
+    inverse_attrs: Callable[[dict[str, Any], int], dict[str, Any]] | None = None
     injective_only: bool = False  # e.g. dup: injective, not onto (a stored boundary)
     boundary_only: bool = False  # discards information (pruning): never inside a reversible step
     causal: bool | None = None  # token mixers: whether output n depends only on inputs <= n

@@ -168,6 +168,7 @@ register(
         attrs=(Attr("chunks", "int", minimum=1, maximum=MAX_PARTS, default=2, symbolic=False),
                Attr("dim", "int", default=1, symbolic=False)),
         shape=_chunk_shape, n_outputs=lambda a: a["chunks"], inverse="cat",
+        inverse_attrs=lambda a, n_in: {"dim": a["dim"]},
         template="torch.chunk({0}, {chunks}, dim={dim})",
     )
 )
@@ -199,6 +200,7 @@ for _name in ("cat", "concat"):
             "by chunk)",
             kind="structural", inputs="*", attrs=(Attr("dim", "int", default=-1, symbolic=False),),
             shape=_cat_shape, inverse="chunk", template="torch.cat([{args}], dim={dim})",
+            inverse_attrs=lambda a, n_in: {"chunks": n_in, "dim": a["dim"]},
         )
     )
 

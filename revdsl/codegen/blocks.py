@@ -307,10 +307,8 @@ def _inverse_code(step: ir.Restructure, outs: list[str]) -> str:
     inv = catalogue.get(opdef.inverse)
     assert inv is not None
     attrs = dict(step.attrs)
-    if step.op == "chunk":
-        return render_template(inv, outs, {"dim": attrs["dim"]})
-    if step.op in ("cat", "concat"):
-        return render_template(inv, outs, {"chunks": len(step.inputs), "dim": attrs["dim"]})
+    if opdef.inverse_attrs is not None:
+        attrs = opdef.inverse_attrs(attrs, len(step.inputs))
     return render_template(inv, outs, attrs)
 
 

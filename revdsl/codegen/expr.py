@@ -68,7 +68,7 @@ class ExprEmitter:
         assert isinstance(n, ir.OpNode), n
         opdef = catalogue.get(n.op)
         assert opdef is not None
-        attrs = {k: v for k, v in n.attrs if not k.startswith("__")}
+        attrs = n.attr_dict
         if opdef.has_module:
             args = [self.code(c) for c in n.inputs]
             args += [f"{k}={fmt_value(attrs[k])}" for k in opdef.call_kwargs]

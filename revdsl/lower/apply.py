@@ -104,10 +104,9 @@ class ApplyMixin:
                 raise SpecTypeError(f"'{name}' has no parameters to name with `as`", span)
             self._check_ident(alias, span, "layer")
         attr_items = tuple(sorted(attrs.items()))
-        if problem is not None:
-            attr_items = (*attr_items, ("__problem__", problem))
         node = ir.OpNode(id=self.nid(), shape=first, span=span, op=name, inputs=tuple(inputs),
-                         attrs=attr_items, module=alias, n_out=n_out, out_shapes=out_shapes)
+                         attrs=attr_items, module=alias, n_out=n_out, out_shapes=out_shapes,
+                         problem=problem)
         if opdef.has_module:
             base = alias or opdef.default_name or name
             record = (node, base, span)

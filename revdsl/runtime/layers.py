@@ -45,6 +45,8 @@ class PosEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention over all tokens of x ([B, *tokens, C]); no residual inside."""
 
+    RANDOM_RATES = ("attn_drop",)  # what `without_randomness` sets to 0
+
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
                  proj_drop: float = 0.0) -> None:
         super().__init__()

@@ -54,6 +54,8 @@ class PoolAttention(nn.Module):
 
     No internal residual (a reversible coupling supplies it)."""
 
+    RANDOM_RATES = ("attn_drop",)  # what `without_randomness` sets to 0
+
     def __init__(self, dim: int, heads: int, out: int | None = None, q_stride: int = 1,
                  kv_stride: int = 1, kernel: int = 3, size: tuple[int, int] = (0, 0),
                  qkv_bias: bool = True, rel_pos: bool = False, residual_pooling: bool = False,
