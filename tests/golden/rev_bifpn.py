@@ -655,6 +655,8 @@ def _checkpointed(block: nn.Module, *inputs: torch.Tensor, **options: Any) -> An
 class DropPath(nn.Module):
     """Stochastic depth: zero a whole sample's update with probability `rate` (training only)."""
 
+    RANDOM_RATES = ("rate",)  # what `without_randomness` sets to 0
+
     def __init__(self, rate: float = 0.0) -> None:
         super().__init__()
         self.rate = rate

@@ -644,6 +644,8 @@ def _checkpointed(block: nn.Module, *inputs: torch.Tensor, **options: Any) -> An
 class DropPath(nn.Module):
     """Stochastic depth: zero a whole sample's update with probability `rate` (training only)."""
 
+    RANDOM_RATES = ("rate",)  # what `without_randomness` sets to 0
+
     def __init__(self, rate: float = 0.0) -> None:
         super().__init__()
         self.rate = rate
@@ -783,6 +785,8 @@ class PoolAttention(nn.Module):
     """Multi-head pooling attention over [B, H, W, C] -> [B, H/q_stride, W/q_stride, out].
 
     No internal residual (a reversible coupling supplies it)."""
+
+    RANDOM_RATES = ("attn_drop",)  # what `without_randomness` sets to 0
 
     def __init__(self, dim: int, heads: int, out: int | None = None, q_stride: int = 1,
                  kv_stride: int = 1, kernel: int = 3, size: tuple[int, int] = (0, 0),

@@ -645,6 +645,8 @@ def _checkpointed(block: nn.Module, *inputs: torch.Tensor, **options: Any) -> An
 class DropPath(nn.Module):
     """Stochastic depth: zero a whole sample's update with probability `rate` (training only)."""
 
+    RANDOM_RATES = ("rate",)  # what `without_randomness` sets to 0
+
     def __init__(self, rate: float = 0.0) -> None:
         super().__init__()
         self.rate = rate
@@ -730,6 +732,8 @@ class PatchEmbed(nn.Module):
 
 class Attention(nn.Module):
     """Multi-head self-attention over all tokens of x ([B, *tokens, C]); no residual inside."""
+
+    RANDOM_RATES = ("attn_drop",)  # what `without_randomness` sets to 0
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
                  proj_drop: float = 0.0) -> None:

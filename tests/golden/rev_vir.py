@@ -599,6 +599,8 @@ def set_reconstruction_guard(model: nn.Module, threshold: float | None = 1e-2) -
 class DropPath(nn.Module):
     """Stochastic depth: zero a whole sample's update with probability `rate` (training only)."""
 
+    RANDOM_RATES = ("rate",)  # what `without_randomness` sets to 0
+
     def __init__(self, rate: float = 0.0) -> None:
         super().__init__()
         self.rate = rate

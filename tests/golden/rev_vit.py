@@ -599,6 +599,8 @@ def set_reconstruction_guard(model: nn.Module, threshold: float | None = 1e-2) -
 class DropPath(nn.Module):
     """Stochastic depth: zero a whole sample's update with probability `rate` (training only)."""
 
+    RANDOM_RATES = ("rate",)  # what `without_randomness` sets to 0
+
     def __init__(self, rate: float = 0.0) -> None:
         super().__init__()
         self.rate = rate
@@ -687,6 +689,8 @@ class PosEmbed(nn.Module):
 
 class Attention(nn.Module):
     """Multi-head self-attention over all tokens of x ([B, *tokens, C]); no residual inside."""
+
+    RANDOM_RATES = ("attn_drop",)  # what `without_randomness` sets to 0
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
                  proj_drop: float = 0.0) -> None:
