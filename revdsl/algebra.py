@@ -71,6 +71,31 @@ class gelu(sympy.Function):
         return (x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2)._eval_evalf(prec)  # type: ignore[no-any-return]
 
 
+class softsign(sympy.Function):
+    """x / (1 + |x|): real, in (-1, 1), strictly increasing, zero only at 0."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        if x.is_zero:
+            return sympy.Integer(0)
+        return None
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real  # type: ignore[no-any-return]
+
+    def _eval_is_finite(self) -> bool | None:
+        return True if self.args[0].is_extended_real else None
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return 1 / (1 + sympy.Abs(self.args[0])) ** 2
+
+    def _eval_evalf(self, prec: int) -> sympy.Expr:
+        x = self.args[0]
+        return (x / (1 + sympy.Abs(x)))._eval_evalf(prec)  # type: ignore[no-any-return]
+
+
 def relu(x: sympy.Expr) -> sympy.Expr:
     return sympy.Max(sympy.Integer(0), x)
 
@@ -110,7 +135,18 @@ def _abs_range(x: tuple) -> tuple:
     return (sympy.Integer(0), top, False, (-lo > hi and lo_open) or (hi >= -lo and hi_open))
 
 
+def _log_range(x: tuple) -> tuple:
+    lo, hi, lo_open, hi_open = x
+    if lo < 0 or (lo == 0 and not lo_open):
+        return (-sympy.oo, sympy.oo, True, True)  # log of something that may be <= 0
+    new_lo = -sympy.oo if lo == 0 else sympy.log(lo)
+    new_hi = sympy.oo if hi.is_infinite else sympy.log(hi)
+    return (new_lo, new_hi, lo_open or lo == 0, hi_open or hi.is_infinite)
+
+
 RANGES = {
+    sympy.log: _log_range,
+    softsign: _monotone(lambda v: v / (1 + abs(v)), -1, 1),
     sigmoid: _monotone(lambda v: 1 / (1 + sympy.exp(-v)), 0, 1),
     sympy.tanh: _monotone(sympy.tanh, -1, 1),
     sympy.exp: _monotone(sympy.exp, 0, sympy.oo),

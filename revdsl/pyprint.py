@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy
 
-from revdsl.algebra import gelu, sigmoid
+from revdsl.algebra import gelu, sigmoid, softsign
 
 _PREC_ADD, _PREC_MUL, _PREC_NEG, _PREC_POW, _PREC_ATOM = 10, 20, 30, 40, 100
 
@@ -160,6 +160,10 @@ class _Printer:
             return self.call("sigmoid", *e.args)
         if f == gelu:
             return f"F.gelu({self.show(e.args[0])[0]})", _PREC_ATOM
+        if f == softsign:
+            if self.plain:
+                return f"softsign({self.show(e.args[0])[0]})", _PREC_ATOM
+            return f"F.softsign({self.show(e.args[0])[0]})", _PREC_ATOM
         if f == sympy.floor:
             return f"math.floor({self.show(e.args[0])[0]})", _PREC_ATOM
         if f == sympy.ceiling:

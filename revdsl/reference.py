@@ -80,6 +80,8 @@ _FUNCTIONS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
     "relu": lambda x, a: x[0].clamp(min=0),
     "relu6": lambda x, a: x[0].clamp(min=0, max=6),
     "gelu": lambda x, a: F.gelu(x[0]),
+    "softplus": lambda x, a: torch.log1p(torch.exp(x[0])),
+    "softsign": lambda x, a: x[0] / (1 + x[0].abs()),
     "hardsigmoid": lambda x, a: (x[0] + 3).clamp(min=0, max=6) / 6,
     "hardswish": lambda x, a: x[0] * (x[0] + 3).clamp(min=0, max=6) / 6,
     "clamp": lambda x, a: x[0].clamp(min=a["min"], max=a["max"]),

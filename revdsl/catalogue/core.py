@@ -112,6 +112,9 @@ _unary("tanh", "torch.tanh({0})", sympy.tanh, "hyperbolic tangent")
 _unary("abs", "torch.abs({0})", sympy.Abs, "absolute value")
 _unary("relu", "torch.relu({0})", algebra.relu, "max(x, 0)")
 _unary("gelu", "F.gelu({0})", algebra.gelu, "x * Phi(x), the exact GELU")
+_unary("softplus", "F.softplus({0})", lambda a: sympy.log(1 + sympy.exp(a)),
+       "log(1 + exp(x)), in (0, inf): the usual positive scale of an affine coupling")
+_unary("softsign", "F.softsign({0})", algebra.softsign, "x / (1 + |x|), in (-1, 1)")
 register(
     OpDef(
         name="clamp", doc="clamp(x, min=lo, max=hi): x limited to [lo, hi] (either may be absent)",
