@@ -40,6 +40,8 @@ def _coupling(target: str, other: str, kind: int, w: str) -> str:
         f"{target} = {target} * (sigmoid({f}) + 0.5) - {f}",
         f"{target} += mean({other}, dim=1, keepdim=true)",
         f"{target} += dropout({f}, p=rate)",
+        f"{target} = {target} * (softplus({f}) + 0.01) + linear({other}, out={w})",
+        f"{target} = {target} * (softsign({f}) + 2) - {f}",
     ][kind]
 
 
@@ -54,7 +56,7 @@ def _statements(draw: st.DrawFn, depth: int, w: str) -> list[str]:
             out.append(f"rate = {draw(_rate_expr())}")
         elif choice in (1, 2):
             t, o = ("a", "b") if draw(st.booleans()) else ("b", "a")
-            out.append(_coupling(t, o, draw(st.integers(0, 6)), w))
+            out.append(_coupling(t, o, draw(st.integers(0, 8)), w))
         elif choice == 3:
             out.append("k = k + 1")
             out.append(f"if k % 2 == 0 {{ {_coupling('a', 'b', 0, w)} }} "
