@@ -1,21 +1,30 @@
-"""Compile time of every shipped spec: `revdsl compile` in-process (parse, lower, verify,
-generate), best of 5 after one warm-up, and `revdsl check` the same way.
+"""Compile time of every shipped spec, as a user sees it: `revdsl check SPEC` and `revdsl compile
+SPEC -o OUT.py` in a fresh process each (interpreter start and imports included), the best of
+3 runs, and in-process (warm) the best of 5.
 
-    python benchmarks/compile_time.py
+    python benchmarks/compile_time.py [--label after]
+
+Results: benchmarks/results/compile_time.json (one entry per label, so a before/after pair
+can be recorded by running it on two versions), then BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import RESULTS, save  # noqa: E402
 
-def best(fn, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
-    fn()
+
+def _best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -24,15 +33,39 @@ def best(fn, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
     return min(times)
 
 
-def main() -> int:
-    from revdsl.pipeline import check_text, compile_text
+def measure(python: str = sys.executable, path: str | None = None) -> list[dict[str, object]]:
+    rows = []
+    env_path = {"PYTHONPATH": path} if path else {}
+    import os
 
-    print(f"{'spec':22s} {'compile (s)':>12s} {'check (s)':>10s}")
-    for spec in sorted((ROOT / "specs").glob("*.rev")):
-        text = spec.read_text()
-        c = best(lambda: compile_text(text, spec.name))  # noqa: B023
-        k = best(lambda: check_text(text, spec.name))  # noqa: B023
-        print(f"{spec.name:22s} {c:12.3f} {k:10.3f}")
+    env = {**os.environ, **env_path}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "m.py")
+        for spec in sorted((ROOT / "specs").glob("*.rev")):
+            def run(*args: str, spec: Path = spec) -> None:
+                subprocess.run([python, "-m", "revdsl.cli", *args, str(spec)]
+                               + (["-o", out] if args[0] == "compile" else []),
+                               check=True, capture_output=True, env=env, cwd=tmp)
+            check = _best(lambda: run("check"), 3)
+            comp = _best(lambda: run("compile"), 3)
+            rows.append({"spec": spec.name, "check_s": round(check, 3),
+                         "compile_s": round(comp, 3)})
+            print(f"{spec.name:20s} check {check:6.2f} s   compile {comp:6.2f} s", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--label", default="current")
+    p.add_argument("--path", help="PYTHONPATH of another revdsl checkout to measure instead")
+    args = p.parse_args(argv)
+    rows = measure(path=args.path)
+    old = json.loads((RESULTS / "compile_time.json").read_text()) if (
+        RESULTS / "compile_time.json").exists() else {}
+    runs = dict(old.get("runs", {}))
+    runs[args.label] = rows
+    path = save("compile_time", {"command": "python benchmarks/compile_time.py", "runs": runs})
+    print(f"wrote {path}")
     return 0
 
 

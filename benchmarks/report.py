@@ -109,7 +109,7 @@ def write() -> Path:
     res = {name: load(name) for name in (
         "sizes", "stats", "examples", "vit_depth", "vit_width", "paper_memory", "vit_batch",
         "largest_batch", "mvit_depth", "vir_depth", "families", "backward", "compile",
-        "amp_cpu", "vir_forms", "drift")}
+        "amp_cpu", "vir_forms", "drift", "compile_time")}
     machine = next((r["machine"] for r in res.values() if r), {})
     parts: list[str] = [HEADER.format(
         cpu=machine.get("cpu", "?"), cores=machine.get("cores", "?"),
@@ -193,6 +193,21 @@ def write() -> Path:
                      + _table(["depth", "dtype", "rebuilt inputs (rel.)",
                                "grads: rev vs plain", "grads: plain bf16 vs fp32",
                                "final loss rev", "final loss plain", "largest loss gap"], rows))
+    if res["compile_time"]:
+        d = res["compile_time"]
+        labels = list(d["runs"])
+        specs = [r["spec"] for r in d["runs"][labels[-1]]]
+        rows = []
+        for spec in specs:
+            row = [spec]
+            for label in labels:
+                r = next((x for x in d["runs"][label] if x["spec"] == spec), None)
+                row.append(f"{r['check_s']:.2f} / {r['compile_s']:.2f}" if r else "-")
+            rows.append(row)
+        parts.append("## Compile time\n\n"
+                     f"`{d['command']}`: `revdsl check` / `revdsl compile` of each shipped spec "
+                     "in a fresh process (interpreter start and imports included), best of 3, "
+                     "seconds.\n\n" + _table(["spec", *labels], rows))
     if res["drift"]:
         d = res["drift"]
         rows = [[r["depth"], f"x{r['scale']:g}", r["dtype"], f"{r['rebuilt']:.1e}",

@@ -32,8 +32,16 @@ def to_expr(value: object) -> sympy.Expr:
     if isinstance(value, int):
         return sympy.Integer(value)
     if isinstance(value, float):
-        return sympy.nsimplify(value, rational=True)
+        return _exact(value)
     raise TypeError(f"not a dimension: {value!r}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _exact(value: float) -> sympy.Expr:
+    """A float as an exact rational (cached: nsimplify costs about half a millisecond)."""
+    if value.is_integer():
+        return sympy.Integer(int(value))
+    return sympy.nsimplify(value, rational=True)
 
 
 def shape(*dims: object) -> Shape:

@@ -8,7 +8,7 @@ from typing import Any
 
 from revdsl import ast, catalogue, ir
 from revdsl.errors import SpecNameError, SpecTypeError, SpecWarning
-from revdsl.lower.consteval import _kind, _line
+from revdsl.lower.consteval import MAX_WORK, _kind, _line
 from revdsl.lower.values import (
     StreamArray,
     StreamSlot,
@@ -262,6 +262,10 @@ class SegmentMixin:
             raise SpecTypeError("`repeat` cannot be inside a block", s.span)
         count = self.ct(s.count)
         if isinstance(count, int) and not isinstance(count, bool):
+            if count > MAX_WORK:
+                raise SpecTypeError(
+                    f"`repeat {count}` unrolls to more than {MAX_WORK} blocks; is a loop bound or "
+                    "a parameter far too large?", s.count.span)
             seq: Iterable[Any] = range(count)
         elif isinstance(count, list | range):
             seq = count
