@@ -41,7 +41,8 @@ def measure(python: str = sys.executable, path: str | None = None) -> list[dict[
     env = {**os.environ, **env_path}
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "m.py")
-        for spec in sorted((ROOT / "specs").glob("*.rev")):
+        specs = Path(path) / "specs" if path else ROOT / "specs"  # that version's own specs
+        for spec in sorted(specs.glob("*.rev")):
             def run(*args: str, spec: Path = spec) -> None:
                 subprocess.run([python, "-m", "revdsl.cli", *args, str(spec)]
                                + (["-o", out] if args[0] == "compile" else []),
