@@ -92,8 +92,8 @@ _FUNCTIONS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
     "cat": lambda x, a: torch.cat(list(x), dim=a["dim"]),
     "chunk": lambda x, a: tuple(torch.chunk(x[0], a["chunks"], dim=a["dim"])),
     "dup": lambda x, a: tuple(x[0] for _ in range(a["n"])),
-    "space_to_depth": lambda x, a: F.pixel_unshuffle(x[0], a["factor"]),
-    "depth_to_space": lambda x, a: F.pixel_shuffle(x[0], a["factor"]),
+    "space_to_depth": lambda x, a: _space_to_depth(x[0], a["factor"], a["order"]),
+    "depth_to_space": lambda x, a: _depth_to_space(x[0], a["factor"], a["order"]),
     "avg_pool": lambda x, a: F.avg_pool2d(x[0], a["kernel"], a["stride"] or a["kernel"],
                                           a["padding"]),
     "max_pool": lambda x, a: F.max_pool2d(x[0], a["kernel"], a["stride"] or a["kernel"],
@@ -104,6 +104,25 @@ _FUNCTIONS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
     "replicate_channels": lambda x, a: torch.cat(
         [x[0]] * -(-a["channels"] // x[0].shape[1]), dim=1)[:, : a["channels"]],
 }
+
+
+def _space_to_depth(x: torch.Tensor, r: int, order: str) -> torch.Tensor:
+    """Each r x r patch into channels, by index arithmetic: channel c*r*r + dy*r + dx
+    (channel_major) or (dy*r + dx)*C + c (pixel_major)."""
+    b, c, h, w = x.shape
+    t = x.reshape(b, c, h // r, r, w // r, r)  # b, c, y, dy, x, dx
+    perm = (0, 1, 3, 5, 2, 4) if order == "channel_major" else (0, 3, 5, 1, 2, 4)
+    return t.permute(*perm).reshape(b, c * r * r, h // r, w // r)
+
+
+def _depth_to_space(x: torch.Tensor, r: int, order: str) -> torch.Tensor:
+    b, crr, h, w = x.shape
+    c = crr // (r * r)
+    if order == "channel_major":
+        t = x.reshape(b, c, r, r, h, w).permute(0, 1, 4, 2, 5, 3)  # b, c, y, dy, x, dx
+    else:
+        t = x.reshape(b, r, r, c, h, w).permute(0, 3, 4, 1, 5, 2)
+    return t.reshape(b, c, h * r, w * r)
 
 
 def _runtime_class(name: str) -> type[nn.Module]:

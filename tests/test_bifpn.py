@@ -117,3 +117,22 @@ def test_memory_does_not_grow_with_silos() -> None:
     assert rev[0] == rev[1] == rev[2], rev
     assert base[0] < base[1] < base[2]
     assert base[2] > 20 * rev[2]
+
+
+def test_stem_orders_channels_as_the_reference() -> None:
+    """The reference stem (RevSpatialDownsample) puts pixel (dy, dx) of colour c in channel
+    (dy*4 + dx)*3 + c; pixel_unshuffle's order (c*16 + dy*4 + dx) would feed each half of the
+    first RevNet split different pixels (no weight permutation can fix that)."""
+    import torch
+
+    mod = load_spec("rev_bifpn.rev", image=64, num_ext=0, reps=1)
+    x = torch.randn(2, 3, 64, 64)
+    s0 = mod.space_to_depth(x, 4, pixel_major=True)
+    for c in range(3):
+        for dy in range(4):
+            for dx in range(4):
+                assert torch.equal(s0[:, (dy * 4 + dx) * 3 + c], x[:, c, dy::4, dx::4])
+    from revdsl.runtime.layers import depth_to_space
+
+    assert torch.equal(depth_to_space(s0, 4, pixel_major=True), x)
+    assert "space_to_depth(x, 4, pixel_major=True)" in mod.__revdsl_source__

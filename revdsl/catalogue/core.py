@@ -229,24 +229,38 @@ def _d2s_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
     return (b, simp(c / (r * r)), h * r, w * r)
 
 
+_ORDER = Attr("order", "str", default="channel_major", choices=("channel_major", "pixel_major"),
+              symbolic=False,
+              doc="output channel c*r*r + dy*r + dx (channel_major, pixel_unshuffle's order) or "
+                  "(dy*r + dx)*C + c (pixel_major, RevBiFPN's stem)")
+
+
+def _s2d_code(name: str) -> Any:
+    def code(args: list[str], a: dict[str, Any]) -> str:
+        extra = ", pixel_major=True" if a.get("order") == "pixel_major" else ""
+        return f"{name}({args[0]}, {a['factor']}{extra})"
+    return code
+
+
 register(
     OpDef(
         name="space_to_depth",
-        doc="space_to_depth(x, factor): pixel-unshuffle [B,C,H,W] -> [B,C*r*r,H/r,W/r] "
-        "(a permutation: invertible)",
+        doc="space_to_depth(x, factor, order='channel_major'): [B,C,H,W] -> [B,C*r*r,H/r,W/r], "
+        "each r x r patch of pixels into channels (a permutation: invertible); order: "
+        "channel_major (c*r*r + dy*r + dx, pixel_unshuffle) or pixel_major ((dy*r + dx)*C + c)",
         kind="structural", inputs=1, positional=("factor",),
-        attrs=(Attr("factor", "int", minimum=1, symbolic=False),), shape=_s2d_shape,
-        inverse="depth_to_space", template="space_to_depth({0}, {factor})",
+        attrs=(Attr("factor", "int", minimum=1, symbolic=False), _ORDER), shape=_s2d_shape,
+        inverse="depth_to_space", template=_s2d_code("space_to_depth"),
         runtime=("space_to_depth",),
     )
 )
 register(
     OpDef(
         name="depth_to_space",
-        doc="depth_to_space(x, factor): pixel-shuffle, the inverse of space_to_depth",
+        doc="depth_to_space(x, factor, order='channel_major'): the inverse of space_to_depth",
         kind="structural", inputs=1, positional=("factor",),
-        attrs=(Attr("factor", "int", minimum=1, symbolic=False),), shape=_d2s_shape,
-        inverse="space_to_depth", template="depth_to_space({0}, {factor})",
+        attrs=(Attr("factor", "int", minimum=1, symbolic=False), _ORDER), shape=_d2s_shape,
+        inverse="space_to_depth", template=_s2d_code("depth_to_space"),
         runtime=("depth_to_space",),
     )
 )

@@ -158,18 +158,27 @@ class BatchNorm2d(nn.BatchNorm2d):
         return super().forward(x)
 
 
-def space_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """[B, C, H, W] -> [B, C*r*r, H/r, W/r] (pixel-unshuffle order: channel c*r*r + dy*r + dx).
-    An empty batch keeps its meaning (torch's pixel_unshuffle returns it unchanged)."""
+def space_to_depth(x: torch.Tensor, factor: int, pixel_major: bool = False) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C*r*r, H/r, W/r]: output channel c*r*r + dy*r + dx (pixel_unshuffle's
+    order), or with `pixel_major` (dy*r + dx)*C + c (RevBiFPN's stem). An empty batch keeps its
+    meaning (torch's pixel_unshuffle returns it unchanged)."""
     if x.shape[0] == 0:
         _, c, h, w = x.shape
         return x.reshape(0, c * factor * factor, h // factor, w // factor)
-    return F.pixel_unshuffle(x, factor)
+    y = F.pixel_unshuffle(x, factor)
+    if pixel_major:
+        b, _, h, w = y.shape
+        y = y.reshape(b, x.shape[1], factor * factor, h, w).transpose(1, 2).reshape(b, -1, h, w)
+    return y
 
 
-def depth_to_space(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """The inverse of space_to_depth."""
+def depth_to_space(x: torch.Tensor, factor: int, pixel_major: bool = False) -> torch.Tensor:
+    """The inverse of space_to_depth (with the same `pixel_major`)."""
     if x.shape[0] == 0:
         _, c, h, w = x.shape
         return x.reshape(0, c // (factor * factor), h * factor, w * factor)
+    if pixel_major:
+        b, c, h, w = x.shape
+        x = x.reshape(b, factor * factor, c // (factor * factor), h, w).transpose(1, 2).reshape(
+            b, c, h, w)
     return F.pixel_shuffle(x, factor)

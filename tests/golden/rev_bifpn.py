@@ -730,13 +730,18 @@ class BatchNorm2d(nn.BatchNorm2d):
         return super().forward(x)
 
 
-def space_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """[B, C, H, W] -> [B, C*r*r, H/r, W/r] (pixel-unshuffle order: channel c*r*r + dy*r + dx).
-    An empty batch keeps its meaning (torch's pixel_unshuffle returns it unchanged)."""
+def space_to_depth(x: torch.Tensor, factor: int, pixel_major: bool = False) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C*r*r, H/r, W/r]: output channel c*r*r + dy*r + dx (pixel_unshuffle's
+    order), or with `pixel_major` (dy*r + dx)*C + c (RevBiFPN's stem). An empty batch keeps its
+    meaning (torch's pixel_unshuffle returns it unchanged)."""
     if x.shape[0] == 0:
         _, c, h, w = x.shape
         return x.reshape(0, c * factor * factor, h // factor, w // factor)
-    return F.pixel_unshuffle(x, factor)
+    y = F.pixel_unshuffle(x, factor)
+    if pixel_major:
+        b, _, h, w = y.shape
+        y = y.reshape(b, x.shape[1], factor * factor, h, w).transpose(1, 2).reshape(b, -1, h, w)
+    return y
 
 
 class ConvBNAct(nn.Module):
@@ -797,7 +802,7 @@ def replicate_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    """Reversible block (spec line 59).
+    """Reversible block (spec line 61).
 
         a, b = chunk(s0)
         b = b + f   where f = mbconv(a)
@@ -824,11 +829,11 @@ class Block(nn.Module):
         self.mbconv2 = MBConv(24, 24, se=0.25)
 
     def f_mbconv1(self, a):
-        """Function of the update of b (spec line 62): mbconv(a)."""
+        """Function of the update of b (spec line 64): mbconv(a)."""
         return self.mbconv1(a)
 
     def f_mbconv2(self, b):
-        """Function of the update of a (spec line 64): mbconv(b)."""
+        """Function of the update of a (spec line 66): mbconv(b)."""
         return self.mbconv2(b)
 
     def forward(self, s0):
@@ -857,7 +862,7 @@ class Block(nn.Module):
 
 
 class Silo(nn.Module):
-    """Silo (spec line 72).
+    """Silo (spec line 74).
 
         s1 = f   (new stream)
         s0 = s0 + f   where f = upsample(mbconv(s1))
@@ -880,11 +885,11 @@ class Silo(nn.Module):
         self.mbconv2 = MBConv(64, 48, se=0.25)
 
     def f_mbconv1(self, s0):
-        """Function of the new stream s1 (spec line 80): mbconv(s0)."""
+        """Function of the new stream s1 (spec line 82): mbconv(s0)."""
         return self.mbconv1(s0)
 
     def f_mbconv2(self, s1):
-        """Function of the update of s0 (spec line 87): upsample(mbconv(s1))."""
+        """Function of the update of s0 (spec line 89): upsample(mbconv(s1))."""
         return F.interpolate(self.mbconv2(s1), scale_factor=2, mode='bilinear', align_corners=False)
 
     def forward(self, s0):
@@ -905,7 +910,7 @@ class Silo(nn.Module):
 
 
 class Block2(nn.Module):
-    """Reversible block (spec line 59).
+    """Reversible block (spec line 61).
 
         a, b = chunk(s0)
         b = b + f   where f = mbconv(a)
@@ -942,19 +947,19 @@ class Block2(nn.Module):
         self.mbconv4 = MBConv(32, 32, kernel=5, se=0.25)
 
     def f_mbconv1(self, a):
-        """Function of the update of b (spec line 62): mbconv(a)."""
+        """Function of the update of b (spec line 64): mbconv(a)."""
         return self.mbconv1(a)
 
     def f_mbconv2(self, b):
-        """Function of the update of a (spec line 64): mbconv(b)."""
+        """Function of the update of a (spec line 66): mbconv(b)."""
         return self.mbconv2(b)
 
     def f_mbconv3(self, a):
-        """Function of the update of b (spec line 62): mbconv(a)."""
+        """Function of the update of b (spec line 64): mbconv(a)."""
         return self.mbconv3(a)
 
     def f_mbconv4(self, b):
-        """Function of the update of a (spec line 64): mbconv(b)."""
+        """Function of the update of a (spec line 66): mbconv(b)."""
         return self.mbconv4(b)
 
     def forward(self, s0, s1):
@@ -997,7 +1002,7 @@ class Block2(nn.Module):
 
 
 class Silo2(nn.Module):
-    """Silo (spec line 72).
+    """Silo (spec line 74).
 
         s2 = f1 + f2   (new stream)
         s1 = s1 + f   where f = mbconv(s0)
@@ -1028,15 +1033,15 @@ class Silo2(nn.Module):
         self.mbconv5 = MBConv(80, 48, se=0.25)
 
     def f_mbconv1(self, s0, s1):
-        """Functions of the new stream s2 (spec line 80): mbconv(s0), mbconv(s1)."""
+        """Functions of the new stream s2 (spec line 82): mbconv(s0), mbconv(s1)."""
         return self.mbconv1(s0), self.mbconv2(s1)
 
     def f_mbconv3(self, s0):
-        """Function of the update of s1 (spec line 75): mbconv(s0)."""
+        """Function of the update of s1 (spec line 77): mbconv(s0)."""
         return self.mbconv3(s0)
 
     def f_mbconv4(self, s1, s2):
-        """Functions of the update of s0 (spec line 87): upsample(mbconv(s1)), upsample(mbconv(s2)).
+        """Functions of the update of s0 (spec line 89): upsample(mbconv(s1)), upsample(mbconv(s2)).
         """
         return (
             F.interpolate(self.mbconv4(s1), scale_factor=2, mode='bilinear', align_corners=False),
@@ -1044,7 +1049,7 @@ class Silo2(nn.Module):
         )
 
     def f_mbconv6(self, s2):
-        """Function of the update of s1 (spec line 87): upsample(mbconv(s2))."""
+        """Function of the update of s1 (spec line 89): upsample(mbconv(s2))."""
         return F.interpolate(self.mbconv6(s2), scale_factor=2, mode='bilinear', align_corners=False)
 
     def forward(self, s0, s1):
@@ -1073,7 +1078,7 @@ class Silo2(nn.Module):
 
 
 class Block3(nn.Module):
-    """Reversible block (spec line 59).
+    """Reversible block (spec line 61).
 
         a, b = chunk(s0)
         b = b + f   where f = mbconv(a)
@@ -1120,27 +1125,27 @@ class Block3(nn.Module):
         self.mbconv6 = MBConv(40, 40, kernel=5, expand=2, se=0.125)
 
     def f_mbconv1(self, a):
-        """Function of the update of b (spec line 62): mbconv(a)."""
+        """Function of the update of b (spec line 64): mbconv(a)."""
         return self.mbconv1(a)
 
     def f_mbconv2(self, b):
-        """Function of the update of a (spec line 64): mbconv(b)."""
+        """Function of the update of a (spec line 66): mbconv(b)."""
         return self.mbconv2(b)
 
     def f_mbconv3(self, a):
-        """Function of the update of b (spec line 62): mbconv(a)."""
+        """Function of the update of b (spec line 64): mbconv(a)."""
         return self.mbconv3(a)
 
     def f_mbconv4(self, b):
-        """Function of the update of a (spec line 64): mbconv(b)."""
+        """Function of the update of a (spec line 66): mbconv(b)."""
         return self.mbconv4(b)
 
     def f_mbconv5(self, a):
-        """Function of the update of b (spec line 62): mbconv(a)."""
+        """Function of the update of b (spec line 64): mbconv(a)."""
         return self.mbconv5(a)
 
     def f_mbconv6(self, b):
-        """Function of the update of a (spec line 64): mbconv(b)."""
+        """Function of the update of a (spec line 66): mbconv(b)."""
         return self.mbconv6(b)
 
     def forward(self, s0, s1, s2):
@@ -1197,7 +1202,7 @@ class Block3(nn.Module):
 
 
 class Silo3(nn.Module):
-    """Silo (spec line 72).
+    """Silo (spec line 74).
 
         s3 = f1 + f2 + f3   (new stream)
         s2 = s2 + f1 + f2   where f1 = mbconv(s0); f2 = mbconv(s1)
@@ -1239,19 +1244,19 @@ class Silo3(nn.Module):
         self.mbconv9 = MBConv(160, 48, kernel=5, se=0.25)
 
     def f_mbconv1(self, s0, s1, s2):
-        """Functions of the new stream s3 (spec line 80): mbconv(s0), mbconv(s1), mbconv(s2)."""
+        """Functions of the new stream s3 (spec line 82): mbconv(s0), mbconv(s1), mbconv(s2)."""
         return self.mbconv1(s0), self.mbconv2(s1), self.mbconv3(s2)
 
     def f_mbconv4(self, s0, s1):
-        """Functions of the update of s2 (spec line 75): mbconv(s0), mbconv(s1)."""
+        """Functions of the update of s2 (spec line 77): mbconv(s0), mbconv(s1)."""
         return self.mbconv4(s0), self.mbconv5(s1)
 
     def f_mbconv6(self, s0):
-        """Function of the update of s1 (spec line 75): mbconv(s0)."""
+        """Function of the update of s1 (spec line 77): mbconv(s0)."""
         return self.mbconv6(s0)
 
     def f_mbconv7(self, s1, s2, s3):
-        """Functions of the update of s0 (spec line 87): upsample(mbconv(s1)), upsample(mbconv(s2)),
+        """Functions of the update of s0 (spec line 89): upsample(mbconv(s1)), upsample(mbconv(s2)),
             upsample(mbconv(s3)).
         """
         return (
@@ -1261,7 +1266,7 @@ class Silo3(nn.Module):
         )
 
     def f_mbconv10(self, s2, s3):
-        """Functions of the update of s1 (spec line 87): upsample(mbconv(s2)), upsample(mbconv(s3)).
+        """Functions of the update of s1 (spec line 89): upsample(mbconv(s2)), upsample(mbconv(s3)).
         """
         return (
             F.interpolate(self.mbconv10(s2), scale_factor=2, mode='bilinear', align_corners=False),
@@ -1269,7 +1274,7 @@ class Silo3(nn.Module):
         )
 
     def f_mbconv12(self, s3):
-        """Function of the update of s2 (spec line 87): upsample(mbconv(s3))."""
+        """Function of the update of s2 (spec line 89): upsample(mbconv(s3))."""
         return F.interpolate(
             self.mbconv12(s3),
             scale_factor=2,
@@ -1311,7 +1316,7 @@ class Silo3(nn.Module):
 
 
 class Block4(nn.Module):
-    """Reversible block (spec line 59).
+    """Reversible block (spec line 61).
 
         a, b = chunk(s0)
         b = b + f   where f = mbconv(a)
@@ -1368,35 +1373,35 @@ class Block4(nn.Module):
         self.mbconv8 = MBConv(80, 80, kernel=5, expand=2)
 
     def f_mbconv1(self, a):
-        """Function of the update of b (spec line 62): mbconv(a)."""
+        """Function of the update of b (spec line 64): mbconv(a)."""
         return self.mbconv1(a)
 
     def f_mbconv2(self, b):
-        """Function of the update of a (spec line 64): mbconv(b)."""
+        """Function of the update of a (spec line 66): mbconv(b)."""
         return self.mbconv2(b)
 
     def f_mbconv3(self, a):
-        """Function of the update of b (spec line 62): mbconv(a)."""
+        """Function of the update of b (spec line 64): mbconv(a)."""
         return self.mbconv3(a)
 
     def f_mbconv4(self, b):
-        """Function of the update of a (spec line 64): mbconv(b)."""
+        """Function of the update of a (spec line 66): mbconv(b)."""
         return self.mbconv4(b)
 
     def f_mbconv5(self, a):
-        """Function of the update of b (spec line 62): mbconv(a)."""
+        """Function of the update of b (spec line 64): mbconv(a)."""
         return self.mbconv5(a)
 
     def f_mbconv6(self, b):
-        """Function of the update of a (spec line 64): mbconv(b)."""
+        """Function of the update of a (spec line 66): mbconv(b)."""
         return self.mbconv6(b)
 
     def f_mbconv7(self, a):
-        """Function of the update of b (spec line 62): mbconv(a)."""
+        """Function of the update of b (spec line 64): mbconv(a)."""
         return self.mbconv7(a)
 
     def f_mbconv8(self, b):
-        """Function of the update of a (spec line 64): mbconv(b)."""
+        """Function of the update of a (spec line 66): mbconv(b)."""
         return self.mbconv8(b)
 
     def forward(self, s0, s1, s2, s3):
@@ -1467,7 +1472,7 @@ class Block4(nn.Module):
 
 
 class Silo4(nn.Module):
-    """Silo (spec line 72).
+    """Silo (spec line 74).
 
         s3 = s3 + f1 + f2 + f3   where f1 = mbconv(s0); f2 = mbconv(s1); f3 = mbconv(s2)
         s2 = s2 + f1 + f2   where f1 = mbconv(s0); f2 = mbconv(s1)
@@ -1509,19 +1514,19 @@ class Silo4(nn.Module):
         self.mbconv9 = MBConv(160, 48, kernel=5, se=0.25)
 
     def f_mbconv1(self, s0, s1, s2):
-        """Functions of the update of s3 (spec line 75): mbconv(s0), mbconv(s1), mbconv(s2)."""
+        """Functions of the update of s3 (spec line 77): mbconv(s0), mbconv(s1), mbconv(s2)."""
         return self.mbconv1(s0), self.mbconv2(s1), self.mbconv3(s2)
 
     def f_mbconv4(self, s0, s1):
-        """Functions of the update of s2 (spec line 75): mbconv(s0), mbconv(s1)."""
+        """Functions of the update of s2 (spec line 77): mbconv(s0), mbconv(s1)."""
         return self.mbconv4(s0), self.mbconv5(s1)
 
     def f_mbconv6(self, s0):
-        """Function of the update of s1 (spec line 75): mbconv(s0)."""
+        """Function of the update of s1 (spec line 77): mbconv(s0)."""
         return self.mbconv6(s0)
 
     def f_mbconv7(self, s1, s2, s3):
-        """Functions of the update of s0 (spec line 87): upsample(mbconv(s1)), upsample(mbconv(s2)),
+        """Functions of the update of s0 (spec line 89): upsample(mbconv(s1)), upsample(mbconv(s2)),
             upsample(mbconv(s3)).
         """
         return (
@@ -1531,7 +1536,7 @@ class Silo4(nn.Module):
         )
 
     def f_mbconv10(self, s2, s3):
-        """Functions of the update of s1 (spec line 87): upsample(mbconv(s2)), upsample(mbconv(s3)).
+        """Functions of the update of s1 (spec line 89): upsample(mbconv(s2)), upsample(mbconv(s3)).
         """
         return (
             F.interpolate(self.mbconv10(s2), scale_factor=2, mode='bilinear', align_corners=False),
@@ -1539,7 +1544,7 @@ class Silo4(nn.Module):
         )
 
     def f_mbconv12(self, s3):
-        """Function of the update of s2 (spec line 87): upsample(mbconv(s3))."""
+        """Function of the update of s2 (spec line 89): upsample(mbconv(s3))."""
         return F.interpolate(
             self.mbconv12(s3),
             scale_factor=2,
@@ -1583,7 +1588,7 @@ class Silo4(nn.Module):
 
 
 class Neck(nn.Module):
-    """A stored block (spec line 99): not invertible, so in reversible mode it is
+    """A stored block (spec line 101): not invertible, so in reversible mode it is
     recomputed from its inputs in the backward instead of keeping its activations.
     """
 
@@ -1658,7 +1663,7 @@ class RevBiFPN(nn.Module):
         """Everything before the head."""
         check_input('img', img, (None, 3, 224, 224))
         x = replicate_channels(img, 3)
-        s0 = space_to_depth(x, 4)
+        s0 = space_to_depth(x, 4, pixel_major=True)
         s0, s1, s2, s3 = self.backbone(s0, reversible=self.reversible, checkpoint=self.checkpoint)
         return s0, s1, s2, s3
 
