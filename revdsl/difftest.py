@@ -42,6 +42,8 @@ def _coupling(target: str, other: str, kind: int, w: str) -> str:
         f"{target} += dropout({f}, p=rate)",
         f"{target} = {target} * (softplus({f}) + 0.01) + linear({other}, out={w})",
         f"{target} = {target} * (softsign({f}) + 2) - {f}",
+        f"{target}, {other} = [{other}, {target} + linear({other}, out={w})]",
+        "a, b = [b, a]",
     ][kind]
 
 
@@ -56,7 +58,7 @@ def _statements(draw: st.DrawFn, depth: int, w: str) -> list[str]:
             out.append(f"rate = {draw(_rate_expr())}")
         elif choice in (1, 2):
             t, o = ("a", "b") if draw(st.booleans()) else ("b", "a")
-            out.append(_coupling(t, o, draw(st.integers(0, 8)), w))
+            out.append(_coupling(t, o, draw(st.integers(0, 10)), w))
         elif choice == 3:
             out.append("k = k + 1")
             out.append(f"if k % 2 == 0 {{ {_coupling('a', 'b', 0, w)} }} "
