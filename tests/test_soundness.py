@@ -410,3 +410,11 @@ def test_value_read_across_blocks_is_explained(tmp_path: Path,
     repeat i in range(2) { a += v  b += linear(a, out=8) }""")
     code, err = cli(tmp_path, text, capsys=capsys)
     assert code == 1 and "was computed inside the block at line" in err, err
+
+
+@pytest.mark.parametrize("dim", ["-3", "0", "2.5"])
+def test_input_dimensions_must_be_positive_integers(dim: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    text = f"model T\ninput x: [B, {dim}, 8]\ny = x\noutput y\n"
+    code, err = cli(tmp_path, text, capsys=capsys)
+    assert code == 1 and "t.rev:2:" in err and "input dimension" in err, err

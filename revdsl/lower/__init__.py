@@ -284,7 +284,11 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin):
             if isinstance(v, bool) or not isinstance(v, int | sympy.Expr):
                 raise SpecTypeError(f"an input dimension must be an integer, got {_kind(v)}",
                                     d.span)
-            dims.append(to_expr(v))
+            e = to_expr(v)
+            if e.is_number and (not e.is_integer or e < 1):
+                raise SpecTypeError(f"an input dimension must be a positive integer, got {e}",
+                                    d.span)
+            dims.append(e)
         if not dims or dims[0] != B:
             raise SpecTypeError("an input's first dimension must be the batch, `B`", s.span)
         node = ir.InputNode(id=self.nid(), shape=tuple(dims), span=s.span, name=s.name)
