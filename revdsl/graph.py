@@ -78,16 +78,40 @@ def build_graph(program: ir.Program) -> nx.DiGraph:
 
 
 def flat_steps(block: ir.Block) -> list[ir.Update | ir.Create | ir.Restructure]:
-    """A block's steps in execution order: a phase runs its updates in reverse of the order
-    written (each update then sees the phase's inputs, as phase semantics require, provided
-    every read is of a scale earlier in the phase: the verifier checks that)."""
+    """A block's steps in execution order. Every update of a phase reads the values from before
+    the phase, so each must run before the updates of the streams it reads: a phase runs in a
+    topological order of its read graph (readers first; among updates free to run, the one
+    written last first). A phase whose reads form a cycle cannot be ordered: its remaining
+    updates follow in reverse written order, and the verifier reports the cycle."""
     out: list[ir.Update | ir.Create | ir.Restructure] = []
     for step in block.steps:
         if isinstance(step, ir.Phase):
-            out.extend(reversed(step.steps))
+            out.extend(phase_order(list(step.steps)))
         else:
             out.append(step)
     return out
+
+
+def phase_order(steps: list[ir.Update | ir.Create]) -> list[ir.Update | ir.Create]:
+    targets = {s.target: i for i, s in enumerate(steps)}
+    reads = []
+    for s in steps:
+        names = {n.stream for n in ir.walk([s.expr]) if isinstance(n, ir.StreamNode)}
+        reads.append({targets[n] for n in names if n in targets and targets[n] != steps.index(s)})
+    readers = [sum(1 for r in reads if i in r) for i in range(len(steps))]
+    done: list[int] = []
+    left = set(range(len(steps)))
+    while left:
+        free = [i for i in left if readers[i] == 0]
+        if not free:  # a cycle: the rest as written, last first
+            done.extend(sorted(left, reverse=True))
+            break
+        i = max(free)
+        done.append(i)
+        left.discard(i)
+        for j in reads[i]:
+            readers[j] -= 1
+    return [steps[i] for i in done]
 
 
 def _add_node(g: nx.DiGraph, node: ir.Node, **where: Any) -> None:

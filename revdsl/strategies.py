@@ -136,8 +136,8 @@ def silo_specs(draw: st.DrawFn, max_scales: int = 3, max_silos: int = 2,
     """Random multi-scale reversible programs (RevSilo-like) over scales s[0..n-1] of shape
     [B, 4, 8/2^i, 8/2^i]: silos that each add a new coarsest scale, then silos of one or two
     phases whose updates read only scales that are fixed at that point (updated earlier in the
-    phase, or not in it). With `invalid`, half get one fault: a read of a scale the phase
-    updates later, a read of the updated scale itself, a transform that changes the
+    phase, or not in it). With `invalid`, half get one fault: two updates of a phase that read
+    each other (a cycle), a read of the updated scale itself, a transform that changes the
     resolution, or a scale updated twice in one phase."""
     n = draw(st.integers(2, max_scales))
     lines = ["model RandomSilo", "input x: [B, 4, 8, 8]", "reversible r {",
@@ -162,6 +162,7 @@ def silo_specs(draw: st.DrawFn, max_scales: int = 3, max_silos: int = 2,
         lines.append("    silo {")
         for ph in phases:
             lines.append("        phase {")
+            must_read: dict[int, int] = {}  # a later update that must read an earlier scale
             for pos, j in enumerate(ph):
                 here = fault if k == fault_at else None
                 k += 1
@@ -174,11 +175,17 @@ def silo_specs(draw: st.DrawFn, max_scales: int = 3, max_silos: int = 2,
                              ) if allowed else []
                 line = len(lines) + 1
                 wrong = -1
+                if j in must_read and must_read[j] not in reads:
+                    reads = [*reads, must_read[j]]  # closes the planted cycle
                 if here == "later_read":
+                    # every update of a phase reads the values from before it: a read of a
+                    # scale updated later is a fault only when it closes a cycle, so the later
+                    # update is made to read this one
                     bad = draw(st.sampled_from(later))
                     reads = [*reads, bad]
-                    expected.append(f"s{j} reads s{bad}, updated later in the phase")
-                    reasons.append((line, f"reads s{bad}, which this phase updates later"))
+                    must_read[bad] = j
+                    expected.append(f"s{j} and s{bad} read each other in one phase")
+                    reasons.append((line, f"reads s{bad}, which this phase also updates"))
                 elif here == "self_read":
                     reads = [*reads, j]
                     expected.append(f"s{j} reads itself")

@@ -1,7 +1,7 @@
 """Stage 4: ir.Program (+ its graph) -> Report. The invertibility verifier.
 
-For every reversible segment it walks the steps in execution order (a phase's updates run in
-reverse of the order written, which is what makes a strictly triangular phase correct) and
+For every reversible segment it walks the steps in execution order (a phase's updates run in a
+topological order of what they read, readers first: `graph.phase_order`) and
 discharges one obligation per step:
 
 * Update of stream t to h(t, a1..ak): each atom a_i is an opaque function; the graph's ancestry
@@ -338,15 +338,16 @@ def _stale_read(step: ir.Update | ir.Create, node: ir.Node, name: str, version: 
             where,
         )
     if phase is not None:
-        later = [u for u in phase[1] if u.target == name]
-        if later:
+        other = [u for u in phase[1] if u.target == name]
+        if other:
             return NotInvertibleError(
-                f"the update of {step.target} reads {name}, which this phase updates later "
-                f"(line {later[0].span.line if later[0].span else '?'}), so the phase cannot be "
-                "undone in any order",
+                f"the update of {step.target} reads {name}, which this phase also updates "
+                f"(line {other[0].span.line if other[0].span else '?'}), and the phase's updates "
+                "read each other in a cycle, so the phase cannot be undone in any order",
                 where,
-                ["in a phase, an update may read only streams that are updated before it "
-                 "(earlier in the phase) or not at all"],
+                ["every update of a phase reads the values from before the phase; the phase can "
+                 "be undone when no update reads, directly or through others, the stream it "
+                 "updates"],
             )
     return NotInvertibleError(
         f"the update of {step.target} reads an earlier value of {name}, which a later update "

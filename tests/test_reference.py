@@ -7,6 +7,7 @@ gradients, in reversible and in plain mode)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,3 +47,9 @@ def test_supervit_keep_rate_equals_the_reference() -> None:
 def test_random_programs_equal_the_reference(text: str) -> None:
     d = compare(text)
     assert d.worst < TOL, (d, text)
+
+
+def test_phase_in_any_line_order_equals_the_reference() -> None:
+    text = (Path(__file__).parent / "verifier" / "valid" / "phase_any_order.rev").read_text()
+    d = compare(text)
+    assert d.worst < TOL, d
