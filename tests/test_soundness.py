@@ -409,7 +409,22 @@ def test_value_read_across_blocks_is_explained(tmp_path: Path,
     a += linear(b, out=8)
     repeat i in range(2) { a += v  b += linear(a, out=8) }""")
     code, err = cli(tmp_path, text, capsys=capsys)
-    assert code == 1 and "was computed inside the block at line" in err, err
+    assert code == 1 and "belongs to the block at line 7" in err, err
+
+
+def test_value_computed_before_a_block_is_that_blocks_value() -> None:
+    text = seg("""    v = linear(a, out=8)
+    block { b += v }""")
+    assert compare(text).worst < TOL
+
+
+def test_reading_a_rearranged_stream_says_where_its_value_went(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = seg("""    c, d = chunk(a, 2, dim=-1)
+    a = cat(c, d, dim=-1)
+    b += linear(c, out=8)""")
+    code, err = cli(tmp_path, text, capsys=capsys)
+    assert code == 1 and "cat at line 8 moved its value into a" in err, err
 
 
 @pytest.mark.parametrize("dim", ["-3", "0", "2.5"])

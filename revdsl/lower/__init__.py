@@ -65,7 +65,9 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin):
         self.plain: _Plain | None = None
         self.n_plain = 0
         # tensor values local to a closed block (for the error when a later block reads them)
-        self.block_locals: dict[str, Span | None] = {}
+        self.block_locals: dict[str, tuple[Span | None, Span | None]] = {}
+        # values (and their layers) computed in a segment before a block, handed to that block
+        self._pending: tuple[list[Any], dict[str, Any], list[Any]] | None = None
         self.warnings: list[SpecWarning] = []
         # limits: unrolling work done, loops entered, expression/statement nesting
         self._work = 0
@@ -82,9 +84,10 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin):
             if name in self.scopes[level]:
                 return self.scopes[level][name], level
         if name in self.block_locals:
+            made, block = self.block_locals[name]
             raise SpecNameError(
-                f"'{name}' was computed inside the block at line {_line(self.block_locals[name])},"
-                " and a block's values end with it",
+                f"'{name}' (computed at line {_line(made)}) belongs to the block at line "
+                f"{_line(block)}; a block cannot read another block's values",
                 span,
                 ["compute it inside the block that reads it (each block is undone on its own, "
                  "from its streams alone)"],

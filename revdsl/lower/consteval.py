@@ -84,11 +84,7 @@ class ExprMixin:
         if isinstance(value, StreamSlot):
             return TVal(self._read_stream(value.name, e.span), level)
         if isinstance(value, _Tomb):
-            raise SpecNameError(
-                f"stream '{value.name}' no longer exists: it was rearranged at line "
-                f"{_line(value.span)}",
-                e.span,
-            )
+            raise SpecNameError(value.message(), e.span)
         if isinstance(value, TVal) and self.seg is not None and not self.entry_mode:
             if level < self.seg.scope:
                 raise SpecTypeError(
@@ -135,11 +131,7 @@ class ExprMixin:
                 if name is not None and self.seg is not None:
                     tomb = self.scopes[self.seg.scope].get(name)
                     if isinstance(tomb, _Tomb):
-                        raise SpecNameError(
-                            f"stream {base.base}[{idx}] no longer exists: it was rearranged at "
-                            f"line {_line(tomb.span)}",
-                            e.span,
-                        )
+                        raise SpecNameError(tomb.message(f"{base.base}[{idx}]"), e.span)
                 raise SpecNameError(f"{base.base}[{idx}] is not a stream", e.span)
             return TVal(self._read_stream(name, e.span), self.seg.scope)
         if isinstance(base, list | tuple):

@@ -181,6 +181,14 @@ class SegmentMixin(PermuteMixin):
                                                                 key=lambda n: seg.order[n]))
         self.blk = blk
         self.scopes.append({})
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            # values computed between blocks, before any step changed a stream: the block
+            # that follows computes them (with their layers) as its own
+            modules, values, local = pending
+            blk.modules.extend(modules)
+            blk.locals.extend(local)
+            self.scopes[-1].update(values)
         return blk
 
     def _close_block(self) -> None:
@@ -188,9 +196,14 @@ class SegmentMixin(PermuteMixin):
         if blk is None or seg is None:
             return
         self.blk = None
-        for name, value in self.scopes.pop().items():
+        scope = self.scopes.pop()
+        if not blk.steps and blk.implicit and (blk.modules or blk.locals):
+            values = {k: v for k, v in scope.items() if isinstance(v, TVal)}
+            self._pending = (list(blk.modules), values, list(blk.locals))
+            return
+        for name, value in scope.items():
             if isinstance(value, TVal) and not any(name in sc for sc in self.scopes):
-                self.block_locals[name] = blk.span
+                self.block_locals[name] = (value.node.span, blk.span)
         if not blk.steps:
             return
         outputs = tuple(seg.live[n].current for n in sorted(seg.live, key=lambda n: seg.order[n]))
@@ -411,7 +424,10 @@ class SegmentMixin(PermuteMixin):
             raise SpecTypeError("a stream cannot be used twice in one rearrangement", s.span)
         for n in ins:
             del seg.live[n.stream]
-            self.scopes[seg.scope][n.stream] = _Tomb(n.stream, s.span)
+        into = tuple(t.name if t.index is None else f"{t.name}[{self.ct(t.index)}]"
+                     for t in s.targets)
+        for n in ins:
+            self.scopes[seg.scope][n.stream] = _Tomb(n.stream, s.span, src.op, into)
         outs = []
         for t, v in zip(s.targets, values, strict=True):
             name = self._stream_name(t, create=True)
@@ -435,11 +451,7 @@ class SegmentMixin(PermuteMixin):
             return name
         v = self.scopes[seg.scope].get(t.name)
         if isinstance(v, _Tomb):
-            raise SpecNameError(
-                f"stream '{t.name}' no longer exists: it was rearranged at line "
-                f"{v.span.line if v.span else '?'}",
-                t.span,
-            )
+            raise SpecNameError(v.message(), t.span)
         return t.name if isinstance(v, StreamSlot) else None
 
     def _read_stream(self, name: str, span: Span | None) -> ir.StreamNode:

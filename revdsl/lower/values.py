@@ -42,6 +42,17 @@ class _Tomb:
 
     name: str
     span: Span | None
+    op: str = ""
+    into: tuple[str, ...] = ()
+
+    def message(self, shown: str | None = None) -> str:
+        """Why the stream cannot be read: where its value went."""
+        line = self.span.line if self.span is not None else "?"
+        where = f" into {', '.join(self.into)}" if self.into else ""
+        return (f"stream '{shown or self.name}' no longer exists: {self.op or 'a rearrangement'} "
+                f"at line {line} moved its value{where} (a rearrangement moves values, it does "
+                "not copy them); read " + (", ".join(self.into) if self.into else "its result")
+                + " instead")
 
 
 @dataclass(eq=False)
