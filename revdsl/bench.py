@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MODES = ("reversible", "baseline", "checkpoint")
@@ -36,18 +37,18 @@ class Result:
     peak: int  # bytes, peak during a step minus parameter grads
     rss: int | None = None  # peak RSS of a fresh process (bytes), when asked
     device: str = "cpu"
+    samples: list[float] = field(default_factory=list)  # every timed step (seconds)
 
     def per_sample(self, field: str) -> float:
         return getattr(self, field) / self.batch
 
 
-def _progress(text: str, done: int, total: int) -> None:
-    width = 24
-    filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text:<48}")
-    sys.stderr.flush()
-    if done == total:
-        sys.stderr.write("\n")
+def _progress(total: int, desc: str) -> Any:
+    """A progress bar on stderr (tqdm: it handles non-TTY output)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="run", file=sys.stderr, leave=False,
+                disable=not sys.stderr.isatty())
 
 
 def set_mode(model: Any, mode: str) -> None:
@@ -83,8 +84,9 @@ def bench_inputs(program: Any, batch: int, device: str, sizes: dict[str, int] | 
     return random_inputs(program, batch, sizes, dtype=torch.float32, device=device, default=224)
 
 
-def step_time(model: Any, inputs: list[Any], steps: int = 5, warmup: int = 2,
-              options: dict[str, Any] | None = None) -> float:
+def step_times(model: Any, inputs: list[Any], steps: int = 5, warmup: int = 2,
+               options: dict[str, Any] | None = None) -> list[float]:
+    """The time of each of `steps` training steps after `warmup` untimed ones."""
     import torch
 
     from revdsl.measure import _loss
@@ -101,7 +103,13 @@ def step_time(model: Any, inputs: list[Any], steps: int = 5, warmup: int = 2,
         if k >= warmup:
             times.append(time.perf_counter() - t)
     model.zero_grad(set_to_none=True)
-    return statistics.median(times)
+    return times
+
+
+def step_time(model: Any, inputs: list[Any], steps: int = 5, warmup: int = 2,
+              options: dict[str, Any] | None = None) -> float:
+    """The median training-step time."""
+    return statistics.median(step_times(model, inputs, steps, warmup, options))
 
 
 _ISOLATED = """
@@ -148,19 +156,20 @@ def run(spec: str, overrides: dict[str, Any] | None = None, batch: int = 8,
     inputs = bench_inputs(program, batch, device, sizes)
     call = (lambda *xs: model(*xs, **options)) if options else None
     out: list[Result] = []
-    total = len(modes)
-    for k, mode in enumerate(modes):
-        if progress:
-            _progress(f"{program.name} {mode} batch {batch}", k, total)
+    bar = _progress(len(modes), program.name) if progress else None
+    for mode in modes:
         set_mode(model, mode)
         saved = saved_bytes(model, *inputs, call=call)
         peak, _grads = peak_bytes(model, *inputs, call=call)
-        t = step_time(model, inputs, steps, warmup, options) if timing else float("nan")
+        samples = step_times(model, inputs, steps, warmup, options) if timing else []
+        t = statistics.median(samples) if samples else float("nan")
         r_rss = rss_of(spec, overrides, mode, batch, sizes) if rss else None
         out.append(Result(spec=spec, mode=mode, batch=batch, step_time=t, saved=saved, peak=peak,
-                          rss=r_rss, device=device))
-    if progress:
-        _progress(f"{program.name} done", total, total)
+                          rss=r_rss, device=device, samples=samples))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     return out
 
 
@@ -216,9 +225,12 @@ def largest_batch(spec: str, overrides: dict[str, Any], mode: str, budget: int,
     model.train()
     set_mode(model, mode)
 
+    bar = _progress(0, f"{program.name} {mode}: largest batch") if progress else None
+
     def fits(b: int) -> bool:
-        if progress:
-            _progress(f"{program.name} {mode}: trying batch {b}", 0, 1)
+        if bar is not None:
+            bar.set_postfix_str(f"trying {b}")
+            bar.update(1)
         peak, _ = peak_bytes(model, *bench_inputs(program, b, device, sizes))
         return peak <= budget
 
@@ -232,18 +244,23 @@ def largest_batch(spec: str, overrides: dict[str, Any], mode: str, budget: int,
             lo = mid
         else:
             hi = mid
-    if progress:
-        _progress(f"{program.name} {mode}: batch {lo} fits", 1, 1)
+    if bar is not None:
+        bar.close()
     return lo
 
 
 def format_results(results: list[Result]) -> str:
+    """One row per mode: step time min / median / max over every timed step, the ratio of
+    medians to the baseline, and the memory per sample."""
     base = {r.mode: r for r in results}
-    rows = [("mode", "batch", "step (s)", "x baseline", "saved/sample", "peak/sample", "RSS")]
+    rows = [("mode", "batch", "step min / median / max (s)", "x baseline", "saved/sample",
+             "peak/sample", "RSS")]
     b = base.get("baseline")
     for r in results:
         ratio = f"{r.step_time / b.step_time:.2f}" if b and b.step_time == b.step_time else "-"
-        rows.append((r.mode, str(r.batch), f"{r.step_time:.3f}", ratio,
+        times = (f"{min(r.samples):.3f} / {r.step_time:.3f} / {max(r.samples):.3f}"
+                 if r.samples else f"{r.step_time:.3f}")
+        rows.append((r.mode, str(r.batch), times, ratio,
                      f"{r.per_sample('saved') / 2**20:.2f} MiB",
                      f"{r.per_sample('peak') / 2**20:.2f} MiB",
                      f"{r.rss / 2**20:.0f} MiB" if r.rss else "-"))
@@ -252,20 +269,72 @@ def format_results(results: list[Result]) -> str:
                      for row in rows)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from revdsl.files import parse_sets
+def spread_warnings(results: list[Result]) -> list[str]:
+    """Why the figures may not be trusted: a spread of step times over 10% in some mode, or a
+    machine already busy (load average above half its cores)."""
+    out = []
+    for r in results:
+        if len(r.samples) > 1 and max(r.samples) > 1.10 * min(r.samples):
+            spread = 100 * (max(r.samples) / min(r.samples) - 1)
+            out.append(f"{r.mode}: step times spread {spread:.0f}% between fastest and slowest "
+                       "(over 10%): compare medians with care, or use --repeats / --threads 1 "
+                       "on a quiet machine")
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    cores = os.cpu_count() or 1
+    if load > 0.5 * cores:
+        out.append(f"the machine is busy (load average {load:.1f} on {cores} cores): timings "
+                   "are not reliable")
+    return out
 
-    overrides = parse_sets(args.set)
+
+def merge(runs: list[list[Result]]) -> list[Result]:
+    """Results of repeated runs merged per mode: every sample kept, the median over all."""
+    by_mode: dict[str, Result] = {}
+    for results in runs:
+        for r in results:
+            if r.mode not in by_mode:
+                by_mode[r.mode] = Result(**{**asdict(r), "samples": list(r.samples)})
+            else:
+                by_mode[r.mode].samples.extend(r.samples)
+    for r in by_mode.values():
+        if r.samples:
+            r.step_time = statistics.median(r.samples)
+    order = [m for m in MODES if m in by_mode]
+    return [by_mode[m] for m in order]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from revdsl.files import UsageError, parse_sets
     from revdsl.sizes import parse_size_args
 
+    overrides = parse_sets(args.set)
     sizes = parse_size_args(args.size)
-    results = run(args.spec, overrides, batch=args.batch, modes=tuple(args.modes),
-                  steps=args.steps, warmup=args.warmup, device=args.device, sizes=sizes,
-                  rss=args.rss)
+    if args.repeats < 1:
+        raise UsageError("--repeats must be at least 1")
+    kwargs = dict(batch=args.batch, steps=args.steps, warmup=args.warmup, device=args.device,
+                  sizes=sizes, rss=args.rss, threads=args.threads)
+    runs: list[list[Result]] = []
+    modes = list(args.modes)
+    bar = _progress(args.repeats * len(modes), "bench")
+    for rep in range(args.repeats):
+        order = modes if rep % 2 == 0 else modes[::-1]  # alternate: no mode always goes first
+        for mode in order:
+            if args.in_process:
+                runs.append(run(args.spec, overrides, modes=(mode,), progress=False, **kwargs))
+            else:  # each mode in a fresh process (as benchmarks/run.py): no leftover state
+                runs.append(run_isolated(args.spec, args.set, modes=(mode,), **kwargs))
+            bar.update(1)
+    bar.close()
+    results = merge(runs)
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:
         print(format_results(results))
+        for w in spread_warnings(results):
+            print(f"warning: {w}", file=sys.stderr)
     if args.budget:
         budget = int(float(args.budget) * 2**30)
         for mode in args.modes:
@@ -286,5 +355,10 @@ def add_command(sub: Any, spec_args: Any) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--rss", action="store_true", help="also the peak RSS of a fresh process")
     p.add_argument("--budget", metavar="GiB", help="find the largest batch within this budget")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run every mode this many times (alternating order); all samples kept")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the modes in this process (default: each in a fresh process)")
+    p.add_argument("--json", action="store_true", help="every figure and raw sample as JSON")
     p.set_defaults(func=cmd_bench)

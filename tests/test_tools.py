@@ -139,3 +139,30 @@ def test_stats_free_sizes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "the input dimension H is free" in err and "--size H=N" in err
     assert main(["stats", spec, "--size", "S"]) == 1
     assert "--size expects NAME=N" in capsys.readouterr().err
+
+
+def test_bench_isolates_modes_repeats_and_reports_every_sample(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from revdsl.cli import main
+
+    sets = ["--set", "depth=1", "--set", "dim=16", "--set", "heads=2", "--set", "image=16",
+            "--set", "patch=8"]
+    code = main(["bench", "specs/rev_vit.rev", *sets, "--batch", "2", "--steps", "2",
+                 "--warmup", "0", "--repeats", "2", "--threads", "1", "--json",
+                 "--modes", "reversible", "baseline"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and [r["mode"] for r in out] == ["reversible", "baseline"]
+    for r in out:
+        assert len(r["samples"]) == 4  # 2 repeats x 2 steps, each repeat a fresh process
+        assert min(r["samples"]) <= r["step_time"] <= max(r["samples"])
+
+
+def test_bench_warns_on_spread() -> None:
+    from revdsl.bench import Result, format_results, spread_warnings
+
+    r = Result(spec="s", mode="baseline", batch=2, step_time=1.0, saved=1, peak=1,
+               samples=[0.9, 1.0, 1.3])
+    assert any("spread 44%" in w for w in spread_warnings([r]))
+    assert "0.900 / 1.000 / 1.300" in format_results([r])
