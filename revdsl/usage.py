@@ -29,7 +29,8 @@ def unused_layers(program: ir.Program, g: nx.DiGraph) -> list[SpecWarning]:
         if node.id in used or node.id not in g:
             continue
         opdef = catalogue.get(node.op)
-        if opdef is None or not opdef.has_module or not _has_params(opdef, node):
+        if opdef is None or not opdef.has_module or not opdef.has_parameters(
+                [c.shape for c in node.inputs], node.attr_dict):
             continue
         key = (node.span.line, node.span.column) if node.span is not None else node.id
         found.setdefault(key, []).append(node)
@@ -46,15 +47,6 @@ def unused_layers(program: ir.Program, g: nx.DiGraph) -> list[SpecWarning]:
              "find_unused_parameters=True)"],
         ))
     return sorted(out, key=_order)
-
-
-def _has_params(opdef: catalogue.OpDef, node: ir.OpNode) -> bool:
-    attrs = node.attr_dict
-    try:
-        n = opdef.params([c.shape for c in node.inputs], attrs)
-    except (TypeError, ValueError, KeyError):
-        return True
-    return not (getattr(n, "is_zero", False) or n == 0)
 
 
 def _order(w: SpecWarning) -> tuple[int, int]:

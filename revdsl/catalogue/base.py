@@ -182,6 +182,15 @@ class OpDef:
     def has_module(self) -> bool:
         return self.module is not None
 
+    def has_parameters(self, shapes: Sequence[Shape], attrs: dict[str, Any]) -> bool:
+        """Whether a call with these input shapes and attributes holds learned parameters (a
+        count that cannot be evaluated counts as yes)."""
+        try:
+            n = self.params(shapes, attrs)
+        except (TypeError, ValueError, KeyError):
+            return True
+        return not (getattr(n, "is_zero", False) or n == 0)
+
     def module_class(self, attrs: dict[str, Any]) -> str:
         """The runtime class emitted for a call with these attributes."""
         assert self.module is not None, self.name

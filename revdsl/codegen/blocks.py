@@ -340,7 +340,8 @@ def _fn_name(sp: StepProof, modules: dict[int, str], taken: set[str]) -> str:
             opdef = catalogue.get(n.op)
             if first is None:
                 first = modules[n.id]
-            if opdef is not None and _has_params(opdef, n):
+            if opdef is not None and opdef.has_parameters([c.shape for c in n.inputs],
+                                                          n.attr_dict):
                 first = modules[n.id]
                 break
     base = f"f_{first}" if first else "f"
@@ -363,14 +364,6 @@ def _preorder(roots: list[ir.Node]) -> list[ir.Node]:
         out.append(n)
         stack.extend(reversed(ir.children(n)))
     return out
-
-
-def _has_params(opdef: OpDef, node: ir.OpNode) -> bool:
-    try:
-        n = opdef.params([c.shape for c in node.inputs], node.attr_dict)
-    except (TypeError, ValueError, KeyError):
-        return True
-    return not (getattr(n, "is_zero", False) or n == 0)
 
 
 def _tuple_code(names: list[str]) -> str:
