@@ -305,7 +305,39 @@ def _find_zero(expr: sympy.Expr, atoms: tuple[sympy.Symbol, ...]) -> dict[str, s
 # ---- non-affine updates -----------------------------------------------------------------------
 
 
+def _odd_power(h: sympy.Expr) -> Proof | None:
+    """h = c * t**n + g(atoms) with n odd >= 3 and c a non-zero constant: strictly monotone and
+    onto, undone by the real n-th root (sign(z) * |z|**(1/n), z = (y - g) / c); sympy's own
+    root of a negative number would be complex."""
+    try:
+        poly = sympy.Poly(sympy.expand(h), T)
+    except sympy.PolynomialError:
+        return None
+    n = poly.degree()
+    if n < 3 or n % 2 == 0:
+        return None
+    coeffs = poly.all_coeffs()
+    c, g = coeffs[0], coeffs[-1]
+    if not c.is_number or c == 0 or any(not is_zero(k) for k in coeffs[1:-1]):
+        return None
+    z = (Y - g) / c
+    inverse = sympy.sign(z) * sympy.Abs(z) ** sympy.Rational(1, n)
+    for t in (sympy.Rational(-7, 3), 0, sympy.Rational(5, 2)):  # the root inverts the power
+        check = inverse.subs(Y, h.subs(T, t)).subs({a: sympy.Rational(1, 3) for a in
+                                                     h.free_symbols - {T}})
+        if abs(float(check) - float(t)) > 1e-12:
+            return None
+    nth = {3: "cube", 5: "fifth", 7: "seventh"}.get(n, f"{n}th")
+    return Proof("proved", h, f"an odd power ({n}) of the old value plus functions of the "
+                 f"others: strictly monotone and onto, undone by the real {nth} root (badly "
+                 "conditioned near 0, where small old values are lost in floating point)",
+                 inverse=inverse)
+
+
 def _nonlinear(h: sympy.Expr, atoms: tuple[sympy.Symbol, ...]) -> Proof:
+    odd = _odd_power(h)
+    if odd is not None:
+        return odd
     base = {a: 0 for a in atoms}
     h0 = h.subs(base)
     # smallest magnitudes first, so a witness reads `0 and -1/2` rather than `-4 and -7/2`

@@ -18,7 +18,7 @@ _PREC_ADD, _PREC_MUL, _PREC_NEG, _PREC_POW, _PREC_ATOM = 10, 20, 30, 40, 100
 _TORCH_NAMED = {
     sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh", sympy.atanh: "atanh",
     sympy.asinh: "asinh", sympy.sinh: "sinh", sympy.cosh: "cosh", sympy.sqrt: "sqrt",
-    sympy.erf: "erf",
+    sympy.erf: "erf", sympy.sign: "sign",
 }
 
 

@@ -433,3 +433,23 @@ def test_input_dimensions_must_be_positive_integers(dim: str, tmp_path: Path,
     text = f"model T\ninput x: [B, {dim}, 8]\ny = x\noutput y\n"
     code, err = cli(tmp_path, text, capsys=capsys)
     assert code == 1 and "t.rev:2:" in err and "input dimension" in err, err
+
+
+def test_odd_power_update_is_proved_with_the_real_root() -> None:
+    """`a = a ** 3 + f(b)` is a bijection (strictly increasing, onto); its inverse is the real
+    cube root (sympy's principal root is complex for negative numbers)."""
+    from revdsl.pipeline import check_text
+
+    text = seg("    a = a ** 3 + linear(b, out=8)\n    b += linear(a, out=8)")
+    report = check_text(text, "t.rev")
+    assert report.ok and "real cube root" in report.steps[0].reason
+    model = revdsl.load(text).create_model().double()
+    block = model.body.blocks[0]
+    a = torch.randn(2, 4, 8, dtype=torch.float64).sign() * (0.5 + torch.rand(2, 4, 8,
+                                                                          dtype=torch.float64))
+    b = torch.randn(2, 4, 8, dtype=torch.float64)
+    back = block.inverse(*block(a, b))
+    assert torch.allclose(back[0], a, atol=1e-10) and torch.allclose(back[1], b, atol=1e-12)
+    refused = seg("    a = a ** 2 + linear(b, out=8)\n    b += linear(a, out=8)")
+    with pytest.raises(revdsl.RevdslError, match=r"not one-to-one|cannot be undone"):
+        revdsl.load(refused)
