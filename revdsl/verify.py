@@ -235,17 +235,22 @@ def _verify_step(seg: ir.Segment, block: ir.Block, k: int, step: ir.Update | ir.
     errors: list[RevdslError] = []
     lossy = _lossy_op(step)
     if lossy is not None:  # e.g. token pruning: say so, rather than the symptoms it causes
+        # one error per discarding op, naming every stream it would update
+        shared = [u.target for u in flat_steps(block) if isinstance(u, ir.Update)
+                  and _lossy_op(u) is lossy]
+        first = shared[0] == step.target if shared else True
         err = NotInvertibleError(
-            f"{lossy.op} discards information, so a step that uses it on {step.target} cannot "
-            "be undone",
+            f"{lossy.op} discards information, so a step that applies it to "
+            f"{' and '.join(sorted(shared)) or step.target} cannot be undone",
             lossy.span or step.span,
             [f"put {lossy.op} in a stored `block` between reversible segments: it is "
-             "recomputed there from its (stored) inputs"],
+             "recomputed there from its (stored) inputs; inside a coupling it may only "
+             "read the other streams"],
         )
         return StepProof(
             segment=seg.name, block=block.index, index=k, kind=kind, target=step.target,
             span=step.span, verdict="refuted", reason=err.message, step=step,
-            atoms=tuple(atoms), formula=formula, errors=(err,),
+            atoms=tuple(atoms), formula=formula, errors=(err,) if first else (),
         )
     target = step.target
     reads: dict[str, None] = {}
@@ -318,11 +323,17 @@ def _through_local(block: ir.Block, atom: ir.Node, stream_id: int) -> str:
 
 
 def _lossy_op(step: ir.Update | ir.Create) -> ir.OpNode | None:
-    """The first op in the step that discards information (`boundary_only`), if any."""
+    """The first op in an update that discards information (`boundary_only`) about the stream
+    it updates. Inside the function of a coupling, such an op is an ordinary function of the
+    other streams (and a new stream is dropped again by the inverse): only one that reads the
+    updated stream makes the step lossy."""
+    if not isinstance(step, ir.Update):
+        return None
     for n in ir.walk([step.expr]):
         if isinstance(n, ir.OpNode):
             opdef = catalogue.get(n.op)
-            if opdef is not None and opdef.boundary_only:
+            if opdef is not None and opdef.boundary_only and step.before.id in {
+                    m.id for m in ir.walk(list(n.inputs))}:
                 return n
     return None
 
