@@ -46,8 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     except AssertionError as exc:
         print(f"DIFFERENCE after {worst[1]} specs:\n{exc}")
         return 1
+    seconds = time.perf_counter() - start
     print(f"{worst[1]} specs equal to the reference evaluator (worst relative difference "
-          f"{worst[0]:.2e}, tolerance {args.tol:g}) in {time.perf_counter() - start:.0f} s")
+          f"{worst[0]:.2e}, tolerance {args.tol:g}) in {seconds:.0f} s")
+    from benchmarks.common import save
+
+    save("difftest", {"command": f"python benchmarks/difftest.py --examples {args.examples}",
+                      "specs": worst[1], "worst": worst[0], "tol": args.tol,
+                      "seconds": round(seconds, 1)})
     return 0
 
 

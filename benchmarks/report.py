@@ -109,7 +109,7 @@ def write() -> Path:
     res = {name: load(name) for name in (
         "sizes", "stats", "examples", "vit_depth", "vit_width", "paper_memory", "vit_batch",
         "largest_batch", "mvit_depth", "vir_depth", "families", "backward", "compile",
-        "amp_cpu", "vir_forms", "drift", "compile_time")}
+        "amp_cpu", "vir_forms", "drift", "compile_time", "difftest")}
     machine = next((r["machine"] for r in res.values() if r), {})
     parts: list[str] = [HEADER.format(
         cpu=machine.get("cpu", "?"), cores=machine.get("cores", "?"),
@@ -193,6 +193,15 @@ def write() -> Path:
                      + _table(["depth", "dtype", "rebuilt inputs (rel.)",
                                "grads: rev vs plain", "grads: plain bf16 vs fp32",
                                "final loss rev", "final loss plain", "largest loss gap"], rows))
+    if res["difftest"]:
+        d = res["difftest"]
+        parts.append("## Generated modules against the reference evaluator\n\n"
+                     f"`{d['command']}`: {d['specs']} random specs with compile-time control "
+                     "flow around couplings (revdsl.difftest.program_specs), each compiled and "
+                     "compared with the independent reference evaluator (revdsl/reference.py) "
+                     "in reversible and plain mode: outputs, every parameter gradient and the "
+                     f"input gradients, float64. Worst relative difference {d['worst']:.1e} "
+                     f"(tolerance {d['tol']:g}); {d['seconds']:.0f} s.")
     if res["compile_time"]:
         d = res["compile_time"]
         labels = list(d["runs"])
