@@ -10,6 +10,7 @@ show the generated lines; its source is kept as `module.__revdsl_source__`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import linecache
 import pickle
@@ -94,10 +95,20 @@ def _make_picklable(module: types.ModuleType, source: str, modname: str) -> None
             _pickling.depth = 0
         return (_unpickle, (source, modname, payload))
 
+    # copy.copy / copy.deepcopy also go through __reduce_ex__: they keep the ordinary
+    # behaviour (in-process, no pickling: hooks and other unpicklable attributes copy as usual)
+    def copy_(self: Any) -> Any:
+        return copy._reconstruct(self, None, *object.__reduce_ex__(self, 4))  # type: ignore[attr-defined]
+
+    def deepcopy_(self: Any, memo: dict[int, Any]) -> Any:
+        return copy._reconstruct(self, memo, *object.__reduce_ex__(self, 4))  # type: ignore[attr-defined]
+
     for value in list(vars(module).values()):
         if isinstance(value, type) and issubclass(value, torch.nn.Module) and (
                 value.__module__ == modname):
             value.__reduce_ex__ = reduce_ex  # type: ignore[method-assign]
+            value.__copy__ = copy_  # type: ignore[attr-defined]
+            value.__deepcopy__ = deepcopy_  # type: ignore[attr-defined]
 
 
 def _unpickle(source: str, modname: str, payload: bytes) -> Any:

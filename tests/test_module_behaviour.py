@@ -298,3 +298,17 @@ def test_export_for_inference(spec: str) -> None:
     x = torch.randn(2, 3, size, size)
     exported = torch.export.export(model, (x,))
     assert torch.allclose(exported.module()(x), model(x), atol=1e-5)
+
+
+def test_loaded_model_copies_as_usual() -> None:
+    """Pickling a loaded model carries its source; copy.copy and copy.deepcopy stay ordinary
+    in-process copies (an unpicklable hook does not stop them; copy.copy is shallow)."""
+    import copy
+
+    model = revdsl.load(SPECS / "rev_vit.rev", **VIT).create_model().eval()
+    model.body.blocks[0].register_forward_hook(lambda m, a, o: None)
+    deep = copy.deepcopy(model)
+    assert deep.body is not model.body and len(deep.body.blocks[0]._forward_hooks) == 1
+    assert copy.copy(model).body is model.body
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(deep(x), model(x))
