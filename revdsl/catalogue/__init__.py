@@ -30,7 +30,8 @@ def get(name: str) -> OpDef | None:
 
 
 def names() -> list[str]:
-    return sorted(registry())
+    """The ops a spec can call (not the compiler's internal ones)."""
+    return sorted(n for n, op in registry().items() if not op.internal)
 
 
 __all__ = [

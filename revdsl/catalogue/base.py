@@ -146,6 +146,9 @@ class OpDef:
     stochastic: bool = False
     elementwise: bool = False
     inverse: str | None = None  # for 'structural' bijections: the op that undoes it
+    # made by the compiler only (e.g. the permutation of a simultaneous stream assignment): a
+    # spec cannot call it, and `revdsl ops` does not list it
+    internal: bool = False
     # the inverse op's attributes, from this op's attributes and number of inputs (default: the
     # same attributes, as for space_to_depth / depth_to_space)
     inverse_attrs: Callable[[dict[str, Any], int], dict[str, Any]] | None = None

@@ -271,7 +271,7 @@ register(
         doc="(written as a list assignment of streams, `x1, x2 = [x2, x1]`): the streams "
         "permuted onto new names; undone by the inverse permutation",
         kind="structural", inputs="*", shape=lambda s, a: tuple(s),
-        n_outputs=lambda a: 0, inverse="rename",
+        n_outputs=lambda a: 0, inverse="rename", internal=True,
         template=lambda args, a: "(" + ", ".join(args) + ("," if len(args) == 1 else "") + ")",
     )
 )

@@ -226,6 +226,8 @@ class ExprMixin:
 
     def e_Call(self, e: ast.Call) -> Any:
         opdef = catalogue.get(e.func)
+        if opdef is not None and opdef.internal:
+            opdef = None  # the compiler's own (a simultaneous assignment's permutation)
         args = [self.ev(a) for a in e.args]
         kwargs: dict[str, Any] = {}
         kw_spans: dict[str, Span | None] = {}

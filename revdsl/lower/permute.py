@@ -76,11 +76,7 @@ class PermuteMixin:
                     self._update(blk, src, phase.snapshot[src], v.node, "=", s.span)
             finally:
                 self.phase = None
-            for step in phase.steps:
-                if isinstance(step, ir.Update):
-                    seg.live[step.target].current = step.after
-            blk.steps.append(step if len(phase.steps) == 1 else
-                             ir.Phase(name=None, steps=tuple(phase.steps), span=s.span))
+            self._finish_phase(blk, phase, written=False)
         if sources == targets:
             return  # every stream keeps its name
         ins = [seg.live[src].current for src in sources]  # type: ignore[index]

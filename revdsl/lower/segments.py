@@ -309,11 +309,20 @@ class SegmentMixin(PermuteMixin):
             self.stmts(s.body)
         finally:
             self.phase = None
+        self._finish_phase(blk, ph)
+
+    def _finish_phase(self, blk: _Block, ph: _Phase, written: bool = True) -> None:
+        """After a phase: its updates become the streams' values, and its steps the block's
+        (a phase the compiler made for a single update is that update alone)."""
+        seg = self.seg
+        assert seg is not None
         for step in ph.steps:
             if isinstance(step, ir.Update):
                 seg.live[step.target].current = step.after
-        if ph.steps:
-            blk.steps.append(ir.Phase(name=s.name, steps=tuple(ph.steps), span=s.span))
+        if len(ph.steps) == 1 and not written:
+            blk.steps.append(ph.steps[0])
+        elif ph.steps:
+            blk.steps.append(ir.Phase(name=ph.name, steps=tuple(ph.steps), span=ph.span))
 
     def s_StreamDecl(self, s: ast.StreamDecl) -> None:
         seg = self._need_seg(s, "`stream`")

@@ -372,15 +372,12 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         dy = grads.pop(step.target)
         if dy is None:
             # nothing to backpropagate: undo the step without building a graph
+            with torch.no_grad():
+                _undo(block, step, state, options)
             if isinstance(step, Couple):
-                with torch.no_grad():
-                    atoms = _call_fn(block, step, [state[r] for r in step.reads], options)
-                    state[step.target] = step.inverse(state[step.target], *atoms)
                 grads[step.target] = None
                 if checks is not None:
                     checks.append((k, step, torch.isfinite(state[step.target]).all()))
-            else:
-                state.pop(step.target)
             continue
         reads = [state[r].detach().requires_grad_(True) for r in step.reads]
         params = _step_params(block, step)
