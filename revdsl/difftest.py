@@ -134,11 +134,6 @@ class Difference:
         return max([*self.output.values(), *self.params.values(), *self.inputs.values()])
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    scale = max(b.abs().max().item() if b.numel() else 0.0, 1e-12)
-    return (a - b).abs().max().item() / scale
-
-
 def _run(model: torch.nn.Module, xs: list[torch.Tensor], seed: int, **options: Any
          ) -> tuple[torch.Tensor, list[torch.Tensor | None], list[torch.Tensor | None]]:
     model.zero_grad(set_to_none=True)
@@ -157,7 +152,7 @@ def compare(text: str, overrides: dict[str, Any] | None = None, batch: int = 2, 
     same parameters, inputs and seed, in training mode, in float64."""
     from revdsl.loader import load
     from revdsl.pipeline import elaborate
-    from revdsl.testing import random_inputs
+    from revdsl.testing import grad_floor, random_inputs, rel_err
 
     overrides = dict(overrides or {})
     from revdsl import sizes as free
@@ -179,21 +174,21 @@ def compare(text: str, overrides: dict[str, Any] | None = None, batch: int = 2, 
         model.reversible = mode
         key = "reversible" if mode else "plain"
         out, g, x = _run(model, xs, seed + 1, **options)
-        diff.output[key] = _rel(out, out_r)
+        diff.output[key] = rel_err(out, out_r)
         worst, where = 0.0, ""
         # a gradient that is zero in exact arithmetic (a norm bias before a norm) is compared
-        # against a floor of 1e-6 of the largest gradient, not against its own rounding noise
-        floor = max((t.abs().max().item() for t in g_r if t is not None), default=0.0) * 1e-6
+        # against a floor relative to the largest gradient, not against its own rounding noise
+        floor = grad_floor([t for t in g_r if t is not None])
         for name, a, b in zip(names, g, g_r, strict=True):
             a = torch.zeros_like(b) if a is None and b is not None else a
             b = torch.zeros_like(a) if b is None and a is not None else b
             if a is None or b is None:
                 continue
-            err = (a - b).abs().max().item() / max(b.abs().max().item(), floor, 1e-300)
+            err = rel_err(a, b, floor)
             if err > worst:
                 worst, where = err, name
         diff.params[key] = worst
         diff.worst_param[key] = where
-        diff.inputs[key] = max((_rel(a, b) for a, b in zip(x, x_r, strict=True)
+        diff.inputs[key] = max((rel_err(a, b) for a, b in zip(x, x_r, strict=True)
                                 if a is not None and b is not None), default=0.0)
     return diff

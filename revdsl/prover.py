@@ -433,7 +433,10 @@ def _show(e: object) -> str:
 
     if not isinstance(e, sympy.Basic):
         return str(e)
-    return math_text(e, _atom_names(e))
+    try:
+        return math_text(e, _atom_names(e))
+    except NotImplementedError:  # a function the printer has no name for: a diagnostic must
+        return str(e)            # still come out (a witness such as atanh(0.5))
 
 
 def _atom_names(e: sympy.Basic) -> dict[sympy.Symbol, str]:

@@ -61,7 +61,9 @@ class _Printer:
     def show(self, e: sympy.Basic) -> tuple[str, int]:
         if isinstance(e, sympy.Symbol):
             return self.names.get(e, e.name), _PREC_ATOM
-        if e.is_Number:
+        if e.is_Number or isinstance(e, sympy.NumberSymbol):  # 2, 0.5, and constants: e, pi
+            if isinstance(e, sympy.NumberSymbol) and self.plain:
+                return str(e).replace("E", "e"), _PREC_ATOM
             text = _num(e)  # type: ignore[arg-type]
             return text, (_PREC_NEG if text.startswith("-") else _PREC_ATOM)
         if isinstance(e, sympy.Add):

@@ -53,3 +53,10 @@ def test_phase_in_any_line_order_equals_the_reference() -> None:
     text = (Path(__file__).parent / "verifier" / "valid" / "phase_any_order.rev").read_text()
     d = compare(text)
     assert d.worst < TOL, d
+
+
+@pytest.mark.parametrize("keep_rate", [0.5, 1.0])
+def test_pruning_inside_a_coupling_function_equals_the_reference(keep_rate: float) -> None:
+    spec = Path(__file__).parent / "verifier" / "valid" / "prune_inside_function.rev"
+    d = compare(spec.read_text(), keep_rate=keep_rate)
+    assert d.worst < TOL, d

@@ -1,8 +1,6 @@
-"""The op catalogue's types: `OpDef` (everything the pipeline knows about an op), `Attr`, the
-registry they are entered in, and value formatting. The entries themselves are in the family
-modules (core, conv, vit, mvit, retention, supervit, bifpn); `revdsl.catalogue` gathers them.
-
-The op catalogue: every op a spec can call, in one registry.
+"""The op catalogue's types: `OpDef`, `Attr`, the registry they are entered in, and value
+formatting. The entries themselves are in the family modules (core, conv, vit, mvit, retention,
+supervit, bifpn); importing `revdsl.catalogue` registers them all.
 
 An `OpDef` says everything the pipeline needs to know about an op, so that adding a family means
 adding entries here and runtime classes in `revdsl/runtime/`, never touching the pipeline:
