@@ -458,3 +458,12 @@ def test_odd_power_update_is_proved_with_the_real_root() -> None:
     refused = seg("    a = a ** 2 + linear(b, out=8)\n    b += linear(a, out=8)")
     with pytest.raises(revdsl.RevdslError, match=r"not one-to-one|cannot be undone"):
         revdsl.load(refused)
+
+
+def test_call_time_option_choices_are_checked_against_the_domain(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = ("model T\noption keep_rate: [0.0, 1.0] = 1.0\ninput x: [B, 9, 16]\n"
+            "o, score = attention_cls(layernorm(x), heads=2)\n"
+            "k1, k2 = keep_tokens(score, x, o, keep_rate=keep_rate)\noutput k1\n")
+    code, err = cli(tmp_path, text, capsys=capsys)
+    assert code == 1 and "'keep_rate' must be in (0, 1], got 0" in err, err

@@ -175,10 +175,15 @@ class ApplyMixin:
     def _check_domain(self, opdef: OpDef, spec: Attr, v: Any, span: Span | None) -> None:
         """Refuse a number outside the attribute's domain (a drop rate of 1.5, an eps of 0).
         A value that depends on model arguments is checked at their default values."""
-        if (spec.domain is None and spec.minimum is None) or isinstance(
-                v, bool | str | ir.RuntimeRef) or v is None:
+        if (spec.domain is None and spec.minimum is None) or isinstance(v, bool | str) or (
+                v is None):
             return
-        values = v if isinstance(v, tuple | list) else (v,)
+        if isinstance(v, ir.RuntimeRef):  # a call-time option: every choice must be in the domain
+            option = next((o for o in self.options if o.name == v.name), None)
+            values: Any = tuple(c for c in option.choices if isinstance(c, int | float)) if (
+                option is not None) else ()
+        else:
+            values = v if isinstance(v, tuple | list) else (v,)
         for x in values:
             shown = x
             if isinstance(x, sympy.Basic):
