@@ -128,9 +128,12 @@ def _depth_to_space(x: torch.Tensor, r: int, order: str) -> torch.Tensor:
 def _runtime_class(name: str) -> type[nn.Module]:
     if name.startswith("nn."):
         return getattr(nn, name[3:])  # type: ignore[no-any-return]
-    from revdsl.runtime import bifpn, engine, layers, mvit, retention, supervit
+    import importlib
 
-    for mod in (layers, engine, mvit, retention, supervit, bifpn):
+    from revdsl.runtime_src import RUNTIME_FILES
+
+    for fname in RUNTIME_FILES:  # every runtime file, as code generation knows them
+        mod = importlib.import_module(f"revdsl.runtime.{fname.removesuffix('.py')}")
         if hasattr(mod, name):
             return getattr(mod, name)  # type: ignore[no-any-return]
     raise ReferenceError(f"no runtime class {name}")
