@@ -87,7 +87,7 @@ class Diagnostics(RevdslError):
     """Several errors reported together; renders each, in source order."""
 
     def __init__(self, errors: Iterable[RevdslError]) -> None:
-        self.errors = sorted(errors, key=_order)
+        self.errors = _once(sorted(errors, key=_order))
         assert self.errors, "Diagnostics needs at least one error"
         first = self.errors[0]
         super().__init__(first.message, first.span, first.notes)
@@ -100,6 +100,24 @@ class Diagnostics(RevdslError):
 
     def __iter__(self) -> Iterator[RevdslError]:
         return iter(self.errors)
+
+
+def _once(errors: list[RevdslError]) -> list[RevdslError]:
+    """One error per mistake: the same error at the same place (a loop's iterations, a block
+    repeated by `repeat`) is reported once, saying how often it occurs."""
+    count: dict[tuple[str, tuple[str, int, int], str], int] = {}
+    first: dict[tuple[str, tuple[str, int, int], str], RevdslError] = {}
+    for e in errors:
+        key = (type(e).__name__, _order(e), e.message)
+        count[key] = count.get(key, 0) + 1
+        first.setdefault(key, e)
+    out = []
+    for key, e in first.items():
+        if count[key] > 1 and e.span is not None:
+            e = type(e)(e.message, e.span, (*e.notes, f"the same problem occurs {count[key]} "
+                                              "times (at each repetition of this line)"))
+        out.append(e)
+    return out
 
 
 def _order(e: RevdslError) -> tuple[str, int, int]:

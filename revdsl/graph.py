@@ -14,6 +14,7 @@ The verifier asks ancestry questions of it ("which stream values does this funct
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -158,3 +159,44 @@ def describe(g: nx.DiGraph, node_id: int) -> str:
     d = g.nodes[node_id]
     shape = d.get("shape")
     return f"{d.get('label')} {fmt_shape(shape) if shape is not None else ''}".strip()
+
+
+Value = tuple[str, int]  # (stream, version)
+
+
+@dataclass(frozen=True)
+class UndoNeeds:
+    """What undoing one step takes and gives: the values it rebuilds from (`produced`: the
+    step's results) and reads (`reads`), and the values it rebuilds (`rebuilt`)."""
+
+    produced: tuple[Value, ...]
+    reads: tuple[Value, ...]
+    rebuilt: tuple[Value, ...]
+
+
+def undo_order(steps: list[UndoNeeds], outputs: set[Value]) -> tuple[list[int], list[int]]:
+    """An order in which a block's steps can be undone from its outputs, and the steps that
+    cannot be undone in any order (empty when the block is invertible).
+
+    Availability is decided by what the outputs determine, not by the written order: a step can
+    be undone once every value it produced and every value it reads is known, and no step still
+    to be undone reads what it produced (that value is about to be replaced, and its gradient is
+    complete only then). Undoing it makes its rebuilt values known. Among the steps ready at a
+    time the latest written goes first, so a block without stale reads is undone in exact
+    reverse order."""
+    known = set(outputs)
+    left = set(range(len(steps)))
+    order: list[int] = []
+    while left:
+        needed = {v for j in left for v in steps[j].reads}
+        ready = [i for i in left
+                 if all(v in known for v in (*steps[i].produced, *steps[i].reads))
+                 and not any(v in needed for v in steps[i].produced)]
+        if not ready:
+            return order, sorted(left)
+        i = max(ready)
+        order.append(i)
+        left.discard(i)
+        known.difference_update(steps[i].produced)
+        known.update(steps[i].rebuilt)
+    return order, []

@@ -190,6 +190,7 @@ class Reference(nn.Module):
         self.streams: set[str] = set()
         self.phase: dict[str, Any] | None = None
         self.inputs = list(inputs)
+        self._like = inputs[0] if inputs else None  # a layer without inputs takes its dtype
         self.options = options
         self.output: Any = None
         self._body(self.spec.stmts)
@@ -441,8 +442,9 @@ class Reference(nn.Module):
                      if len(e) < 3 or _number(e[1]) != _number(e[2])}
             cls = _runtime_class(opdef.module_class(attrs))
             layer = cls(*positional, **named)
-            if tensors:
-                layer = layer.to(dtype=tensors[0].dtype, device=tensors[0].device)
+            like = tensors[0] if tensors else self._like
+            if like is not None and like.is_floating_point():
+                layer = layer.to(dtype=like.dtype, device=like.device)
             self.layers.append(layer)
         self._next += 1
         layer.train(self.training)

@@ -19,7 +19,7 @@ sees every problem at once; unknown is never treated as proved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 import sympy
@@ -33,7 +33,7 @@ from revdsl.errors import (
     ShapeError,
     SpecWarning,
 )
-from revdsl.graph import build_graph, flat_steps, stream_reads
+from revdsl.graph import UndoNeeds, build_graph, flat_steps, stream_reads, undo_order
 from revdsl.memory import Boundary, boundaries, evaluate
 from revdsl.prover import Proof, T, atom_symbols, prove_update
 from revdsl.shapes import Shape, broadcast, fmt_shape, same_shape, simp, to_expr
@@ -165,6 +165,9 @@ def _verify_segment(program: ir.Program, seg: ir.Segment, g: nx.DiGraph) -> list
     current: dict[str, ir.StreamNode] = {e.stream: e.start for e in seg.entry}
     out: list[StepProof] = []
     for block in seg.blocks:
+        first = len(out)
+        since = {name: node.version for name, node in current.items()}
+        seen = set(since.items())  # the stream values this block has had so far
         phase_of: dict[int, tuple[str | None, list[ir.Update | ir.Create]]] = {}
         for st in block.steps:
             if isinstance(st, ir.Phase):
@@ -186,10 +189,114 @@ def _verify_segment(program: ir.Program, seg: ir.Segment, g: nx.DiGraph) -> list
                     current.pop(n.stream, None)
                 for n in step.outputs:
                     current[n.stream] = n
+                    seen.add((n.stream, n.version))
                 continue
-            out.append(_verify_step(seg, block, k, step, current, g, phase))
+            out.append(_verify_step(seg, block, k, step, current, g, phase, seen))
             current[step.target] = step.after
+            seen.add((step.target, step.after.version))
+        out[first:] = _schedule(block, out[first:], since)
     return out
+
+
+def undo_needs(proofs: list[StepProof], since: dict[str, int]
+               ) -> tuple[list[UndoNeeds], set[tuple[str, int]]]:
+    """What undoing each step of one block takes and gives (for `graph.undo_order`), and the
+    block's final values (what its outputs determine)."""
+    cur = dict(since)
+    needs: list[UndoNeeds] = []
+    for sp in proofs:
+        step = sp.step
+        if isinstance(step, ir.Restructure):
+            ins = tuple((n.stream, n.version) for n in step.inputs)
+            outs = tuple((n.stream, n.version) for n in step.outputs)
+            needs.append(UndoNeeds(produced=outs, reads=(), rebuilt=ins))
+            for n in step.inputs:
+                cur.pop(n.stream, None)
+            cur.update((n.stream, n.version) for n in step.outputs)
+            continue
+        reads = tuple(read_value(r, cur) for r in sp.reads)
+        after = (step.target, step.after.version)
+        before = ((step.target, step.before.version),) if isinstance(step, ir.Update) else ()
+        needs.append(UndoNeeds(produced=(after,), reads=reads, rebuilt=before))
+        cur[step.target] = step.after.version
+    return needs, set(cur.items())
+
+
+def read_value(key: str, current: dict[str, int]) -> tuple[str, int]:
+    """A step's read as (stream, version): `b` is b's current value, `b@2` an earlier one."""
+    name, _, version = key.partition("@")
+    return (name, int(version)) if version else (name, current[name])
+
+
+def _schedule(block: ir.Block, proofs: list[StepProof], since: dict[str, int]
+              ) -> list[StepProof]:
+    """Decide, from what the block's outputs determine, whether its steps can be undone in some
+    order: a read of a replaced value is refused only when no order recovers it (one error,
+    at the first such read)."""
+    if not any("@" in r for sp in proofs for r in sp.reads) or any(
+            sp.errors for sp in proofs):
+        return proofs
+    needs, outputs = undo_needs(proofs, since)
+    order, stuck = undo_order(needs, outputs)
+    for i in _culprits(needs, outputs, order, stuck):
+        sp = proofs[i]
+        for key in sp.reads:
+            if "@" not in key:
+                continue
+            value = read_value(key, {})
+            rival = next(proofs[j] for j, n in enumerate(needs) if value in n.rebuilt)
+            line = rival.span.line if rival.span else "?"
+            what = (f"the update of {rival.target}" if rival.kind != "restructure"
+                    else str(getattr(rival.step, "op", "a rearrangement")))
+            reader = _reader(sp, value)
+            via = _through_local(block, reader, next(
+                n.id for n in ir.walk([reader]) if isinstance(n, ir.StreamNode)
+                and (n.stream, n.version) == value))
+            err = NotInvertibleError(
+                f"the update of {sp.target} reads an earlier value of {value[0]}, which "
+                f"{what} at line {line} replaced, and the block's outputs do not determine it: "
+                "undoing that step needs what only undoing this one gives back",
+                _read_span(sp, value),
+                [f"{_fn(reader)} reads {value[0]}{via} as it was before line {line}",
+                 "a step may read an earlier value of a stream when the block's outputs "
+                 "determine it: undoing the later step must not need this one undone first"])
+            out = list(proofs)
+            out[i] = replace(sp, verdict="refuted", reason=err.message, errors=(err,))
+            return out
+    return proofs
+
+
+def _culprits(needs: list[UndoNeeds], outputs: set[tuple[str, int]], order: list[int],
+              stuck: list[int]) -> list[int]:
+    """The stuck steps, those on a cycle of waiting first (a step that only waits for a cycle
+    is its victim, not its cause)."""
+    known = set(outputs)
+    for i in order:
+        known.difference_update(needs[i].produced)
+        known.update(needs[i].rebuilt)
+    waits = nx.DiGraph()
+    waits.add_nodes_from(stuck)
+    for i in stuck:
+        for v in (*needs[i].produced, *needs[i].reads):
+            if v not in known:
+                waits.add_edges_from((i, j) for j in stuck if v in needs[j].rebuilt)
+        for v in needs[i].produced:
+            waits.add_edges_from((i, j) for j in stuck if j != i and v in needs[j].reads)
+    cyclic = {i for c in nx.strongly_connected_components(waits) if len(c) > 1 for i in c}
+    return sorted(stuck, key=lambda i: (i not in cyclic, i))
+
+
+def _reader(sp: StepProof, value: tuple[str, int]) -> ir.Node:
+    """The function (atom) of a step that reads the stream value `value`."""
+    for a in sp.atoms:
+        if any(isinstance(n, ir.StreamNode) and (n.stream, n.version) == value
+               for n in ir.walk([a])):
+            return a
+    return sp.atoms[0]
+
+
+def _read_span(sp: StepProof, value: tuple[str, int]) -> Span | None:
+    return _reader(sp, value).span or sp.span
 
 
 def _model(step: ir.Update | ir.Create) -> tuple[sympy.Expr, list[ir.Node]]:
@@ -229,7 +336,8 @@ def _model(step: ir.Update | ir.Create) -> tuple[sympy.Expr, list[ir.Node]]:
 
 def _verify_step(seg: ir.Segment, block: ir.Block, k: int, step: ir.Update | ir.Create,
                  current: dict[str, ir.StreamNode], g: nx.DiGraph,
-                 phase: tuple[str | None, list[ir.Update | ir.Create]] | None) -> StepProof:
+                 phase: tuple[str | None, list[ir.Update | ir.Create]] | None,
+                 seen: set[tuple[str, int]]) -> StepProof:
     kind = "update" if isinstance(step, ir.Update) else "create"
     formula, atoms = _model(step)
     errors: list[RevdslError] = []
@@ -274,6 +382,11 @@ def _verify_step(seg: ir.Segment, block: ir.Block, k: int, step: ir.Update | ir.
                 ))
                 continue
             cur = current.get(name)
+            if (name, version) in seen and (cur is None or cur.version != version) and (
+                    not _phase_rival(phase, name)):
+                # an earlier value replaced in this block: kept if the outputs determine it
+                reads[f"{name}@{version}"] = None  # (decided for the whole block: _schedule)
+                continue
             if cur is None or cur.version != version:
                 errors.append(_stale_read(step, node, name, version, cur, phase, via))
                 continue
@@ -336,6 +449,11 @@ def _lossy_op(step: ir.Update | ir.Create) -> ir.OpNode | None:
                     m.id for m in ir.walk(list(n.inputs))}:
                 return n
     return None
+
+
+def _phase_rival(phase: tuple[str | None, list[ir.Update | ir.Create]] | None,
+                 name: str) -> bool:
+    return phase is not None and any(u.target == name for u in phase[1])
 
 
 def _stale_read(step: ir.Update | ir.Create, node: ir.Node, name: str, version: int,

@@ -20,10 +20,10 @@ from revdsl.codegen.expr import (
     _refs,
     _tuple,
 )
-from revdsl.graph import flat_steps
+from revdsl.graph import flat_steps, undo_order
 from revdsl.prover import T, Y, atom_symbols
 from revdsl.pyprint import py_expr
-from revdsl.verify import StepProof, display_formula
+from revdsl.verify import StepProof, display_formula, undo_needs
 
 
 def _stochastic(opdef: OpDef, attrs: dict[str, Any]) -> bool:
@@ -50,6 +50,10 @@ class BlocksMixin:
                  enumerate(flat_steps(block))]
         inputs = [n.stream for n in block.inputs]
         outputs = [n.stream for n in block.outputs]
+        needs, final = undo_needs(steps, {n.stream: n.version for n in block.inputs})
+        order, stuck = undo_order(needs, final)
+        assert not stuck, "the verifier accepted a block it cannot undo"
+        keep = _kept_values(steps, needs)
         # the functions of the steps, named after what they compute
         fns: list[tuple[StepProof, str, list[str], bool]] = []
         taken = set(modules.values()) | set(_BLOCK_ATTRIBUTES)
@@ -69,8 +73,10 @@ class BlocksMixin:
         doc = [f"{'Silo' if block.kind == 'silo' else 'Reversible block'} "
                f"({_where(block.span)}).", ""]
         doc += ["    " + _step_text(sp) for sp in steps]
-        doc += ["", "Undone (inverse derived by the verifier) in reverse order:"]
-        doc += ["    " + _step_text(sp, inverse=True) for sp in reversed(steps)]
+        reverse = order == list(range(len(steps) - 1, -1, -1))
+        doc += ["", "Undone (inverse derived by the verifier) in "
+                + ("reverse order:" if reverse else "the order the outputs allow:")]
+        doc += ["    " + _step_text(steps[k], inverse=True) for k in order]
         doc += ["", "STEPS below is the one executable form of these steps: forward(), "
                 "inverse() and the", "reversible backward all run it."]
         head.docstring("\n".join(doc))
@@ -83,7 +89,7 @@ class BlocksMixin:
         for sp, fname, _, _ in fns:
             if not fname:
                 continue
-            reads = list(sp.reads)
+            reads = _params(sp.reads, set(options) | taken)
             for n in ir.walk(list(sp.atoms)):
                 if isinstance(n, ir.OpNode):
                     self._need_op(n)
@@ -96,7 +102,7 @@ class BlocksMixin:
                     f"{'Functions' if len(sp.atoms) > 1 else 'Function'} of {what} "
                     f"({_where(sp.span)}): {', '.join(_atom_texts(sp))}."
                 )
-                names = {self._stream_node(sp, r).id: r for r in reads}
+                names = {self._stream_node(sp, r).id: p for r, p in zip(sp.reads, reads)}
                 ee = ExprEmitter(modules, names, taken=set(reads) | set(options))
                 ee.prepare(tail, list(sp.atoms))
                 tail.line("return " + ", ".join(ee.code(a) for a in sp.atoms))
@@ -115,9 +121,12 @@ class BlocksMixin:
         tail.blank()
         tail.line("STEPS = (")
         with tail.indented():
-            for sp in steps:
-                self._steps_entry(tail, sp, fns)
+            for k, sp in enumerate(steps):
+                self._steps_entry(tail, sp, fns, keep.get(k))
         tail.line(")")
+        if not reverse:
+            tail.line(f"UNDO = {_index_tuple(order)}  "
+                      "# steps that read replaced values wait for them")
         members = [member_of(name, node) for name, node in block.modules]
         return BlockCode(block=block, kind=block.kind, head=head.text(), tail=tail.text(),
                          members=members)
@@ -210,16 +219,19 @@ class BlocksMixin:
         members = [member_of(name, node) for name, node in pb.modules]
         return BlockCode(block=pb, kind="plain", head=head, tail=e.text(), members=members)
 
-    def _stream_node(self, sp: StepProof, stream: str) -> ir.StreamNode:
+    def _stream_node(self, sp: StepProof, key: str) -> ir.StreamNode:
+        stream, _, version = key.partition("@")
+        found = []
         for a in sp.atoms:
             nodes = [a] if isinstance(a, ir.StreamNode) else [
                 n for n in ir.walk([a]) if isinstance(n, ir.StreamNode)]
-            for n in nodes:
-                if n.stream == stream:
-                    return n
-        raise AssertionError(stream)
+            found += [n for n in nodes if n.stream == stream]
+        if version:  # an earlier value
+            return next(n for n in found if n.version == int(version))
+        return max(found, key=lambda n: n.version)
 
-    def _steps_entry(self, e: Emitter, sp: StepProof, fns: list[Any]) -> None:
+    def _steps_entry(self, e: Emitter, sp: StepProof, fns: list[Any],
+                     keep: list[str] | None = None) -> None:
         if sp.kind == "restructure":
             step = sp.step
             assert isinstance(step, ir.Restructure)
@@ -232,7 +244,8 @@ class BlocksMixin:
             inv = _inverse_code(step, outs)
             e.line(f"Permute(inputs={_tuple(ins)}, outputs={_tuple(outs)},")
             e.line(f"        forward=lambda {', '.join(ins)}: {fwd},")
-            e.line(f"        inverse=lambda {', '.join(outs)}: {inv}),")
+            end = f", keep={_tuple(keep)})," if keep else "),"
+            e.line(f"        inverse=lambda {', '.join(outs)}: {inv}{end}")
             return
         _, fname, mods, sto = next(x for x in fns if x[0] is sp)
         atoms = "".join(f", a{i}" for i in range(len(sp.atoms)))
@@ -252,12 +265,39 @@ class BlocksMixin:
             inv = py_expr(sp.inverse, {Y: "y", **names}, tensor=True, first=Y)
             e.line(f"forward=lambda t{atoms}: {fwd},")
             e.line(f"inverse=lambda y{atoms}: {inv},")
+            end = f", keep=\"{keep[0]}\")," if keep else "),"
             if _delta_ok(sp):
                 assert sp.proof.shift is not None
                 delta = py_expr(sp.proof.shift, names, tensor=True)
-                e.line(f"delta=lambda {atoms[2:]}: {delta}),")
+                e.line(f"delta=lambda {atoms[2:]}: {delta}{end}")
             else:
-                e.line("delta=None),")
+                e.line(f"delta=None{end}")
+
+
+def _params(reads: tuple[str, ...], taken: set[str]) -> list[str]:
+    """Parameter names of a step function: a stream's name, or `b_v0` for an earlier value."""
+    out: list[str] = []
+    for r in reads:
+        name, _, version = r.partition("@")
+        p = f"{name}_v{version}" if version else name
+        while version and (p in taken or p in reads or p in out):
+            p += "_"
+        out.append(p)
+    return out
+
+
+def _kept_values(steps: list[StepProof], needs: list[Any]) -> dict[int, list[str]]:
+    """Step index -> the key under which the forward keeps the value that step replaces, for
+    every earlier value a later step reads."""
+    out: dict[int, list[str]] = {}
+    for sp in steps:
+        for r in sp.reads:
+            if "@" in r:
+                name, _, version = r.partition("@")
+                k = next(k for k, n in enumerate(needs) if (name, int(version)) in n.rebuilt)
+                if r not in out.setdefault(k, []):
+                    out[k].append(r)
+    return out
 
 
 def _modules_used(sp: StepProof, modules: dict[int, str]) -> list[str]:
@@ -368,3 +408,7 @@ def _preorder(roots: list[ir.Node]) -> list[ir.Node]:
 
 def _tuple_code(names: list[str]) -> str:
     return f"({names[0]},)" if len(names) == 1 else f"({', '.join(names)})"
+
+
+def _index_tuple(items: list[int]) -> str:
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(map(str, items))})"

@@ -189,6 +189,7 @@ class Couple(NamedTuple):
     forward: Any
     inverse: Any
     delta: Any = None
+    keep: str | None = None
 
 
 class Permute(NamedTuple):
@@ -196,6 +197,7 @@ class Permute(NamedTuple):
     outputs: tuple[str, ...]
     forward: Any
     inverse: Any
+    keep: tuple[str, ...] = ()
 
 
 class _RecomputeFlag(threading.local):
@@ -282,6 +284,8 @@ def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[st
     state = dict(state)
     for k, step in enumerate(block.STEPS):
         if isinstance(step, Permute):
+            for key in step.keep:
+                state[key] = state[_current(key)]
             outs = step.forward(*[state.pop(n) for n in step.inputs])
             state.update(zip(step.outputs, _atoms(outs), strict=True))
             continue
@@ -289,10 +293,22 @@ def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[st
             rng.append((k, _rng_state(next(iter(state.values())).device)))
         atoms = _call_fn(block, step, [state[r] for r in step.reads], options)
         if isinstance(step, Couple):
+            if step.keep:
+                state[step.keep] = state[step.target]
             state[step.target] = step.forward(state[step.target], *atoms)
         else:
             state[step.target] = step.combine(*atoms)
     return state
+
+
+def undo_order(block: nn.Module) -> Any:
+    """The order a block's steps are undone in (the verifier's schedule, or reverse)."""
+    return getattr(block, "UNDO", None) or range(len(block.STEPS) - 1, -1, -1)
+
+
+def _current(key: str) -> str:
+    # when a step reading an earlier value ("b@0") is undone, b holds that value again
+    return key.partition("@")[0]
 
 
 def forward_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
@@ -307,8 +323,8 @@ def inverse_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options
     """A block's inputs rebuilt from its outputs with the proved inverses of its STEPS, in
     reverse order (the same inverses the reversible backward applies)."""
     state = dict(zip(block.OUTPUTS, streams, strict=True))
-    for step in reversed(block.STEPS):
-        _undo(block, step, state, options)
+    for k in undo_order(block):
+        _undo(block, block.STEPS[k], state, options)
     ins = tuple(state[name] for name in block.INPUTS)
     return ins if len(ins) > 1 else ins[0]
 
@@ -320,7 +336,7 @@ def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
         outs = [state.pop(n) for n in step.outputs]
         state.update(zip(step.inputs, _atoms(step.inverse(*outs)), strict=True))
     elif isinstance(step, Couple):
-        atoms = _call_fn(block, step, [state[r] for r in step.reads], options)
+        atoms = _call_fn(block, step, [state[_current(r)] for r in step.reads], options)
         state[step.target] = step.inverse(state[step.target], *atoms)
     else:
         state.pop(step.target)
@@ -355,7 +371,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
        `checks` collects, per undone update, whether the rebuilt value is finite (one small tensor
     each, read once per segment), so a vanishing scale is reported instead of returning NaN.
     """
-    for k in range(len(block.STEPS) - 1, -1, -1):
+    saved = dict(rng)
+    for k in undo_order(block):
         step = block.STEPS[k]
         if isinstance(step, Permute):
             outs = [state.pop(n) for n in step.outputs]
@@ -367,8 +384,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                 gouts = [torch.zeros_like(o) if g is None else g for g, o in zip(gouts, outs)]
                 grads.update(zip(step.inputs, _atoms(step.inverse(*gouts)), strict=True))
             continue
-        if rng and rng[-1][0] == k:
-            _set_rng_state(next(iter(state.values())).device, rng.pop()[1])
+        if k in saved:
+            _set_rng_state(next(iter(state.values())).device, saved.pop(k))
         dy = grads.pop(step.target)
         if dy is None:
             # nothing to backpropagate: undo the step without building a graph
@@ -379,7 +396,7 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                 if checks is not None:
                     checks.append((k, step, torch.isfinite(state[step.target]).all()))
             continue
-        reads = [state[r].detach().requires_grad_(True) for r in step.reads]
+        reads = [state[_current(r)].detach().requires_grad_(True) for r in step.reads]
         params = _step_params(block, step)
         with torch.enable_grad():
             atoms = _call_fn(block, step, reads, options)
@@ -420,7 +437,7 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                    if out.requires_grad else (None,) * len(inputs))
             del out, atoms
         for name, g in zip(step.reads, got[: len(reads)], strict=True):
-            grads[name] = _add(grads[name], g)
+            grads[_current(name)] = _add(grads[_current(name)], g)
         _accumulate(slots, index, params, got[len(reads):])
 
 
