@@ -96,6 +96,40 @@ class softsign(sympy.Function):
         return (x / (1 + sympy.Abs(x)))._eval_evalf(prec)  # type: ignore[no-any-return]
 
 
+class leaky_relu(sympy.Function):
+    """leaky_relu(x, slope): x where x >= 0, slope * x below. With slope > 0 a strictly
+    increasing bijection of the reals, undone by leaky_relu(y, 1 / slope)."""
+
+    nargs = 2
+
+    @classmethod
+    def eval(cls, x: sympy.Expr, slope: sympy.Expr) -> sympy.Expr | None:
+        if slope == 1 or x.is_nonnegative:
+            return x
+        if x.is_negative:
+            return slope * x
+        return None
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real and self.args[1].is_real  # type: ignore[no-any-return]
+
+    def _eval_is_extended_real(self) -> bool | None:
+        return self._eval_is_real()
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        x, slope = self.args
+        if argindex == 1:
+            return sympy.Piecewise((1, x >= 0), (slope, True))
+        return sympy.Piecewise((0, x >= 0), (x, True))
+
+    def _eval_rewrite_as_Piecewise(self, x: sympy.Expr, slope: sympy.Expr,
+                                   **kwargs: object) -> sympy.Expr:
+        return sympy.Piecewise((x, x >= 0), (slope * x, True))
+
+    def _eval_evalf(self, prec: int) -> sympy.Expr:
+        return self.rewrite(sympy.Piecewise)._eval_evalf(prec)  # type: ignore[no-any-return]
+
+
 def relu(x: sympy.Expr) -> sympy.Expr:
     return sympy.Max(sympy.Integer(0), x)
 
@@ -144,7 +178,16 @@ def _log_range(x: tuple) -> tuple:
     return (new_lo, new_hi, lo_open or lo == 0, hi_open or hi.is_infinite)
 
 
+def _leaky_range(x: tuple, slope: tuple) -> tuple:
+    s = slope[0]
+    if not (slope[0] == slope[1] and bool(s > 0)):
+        return (-sympy.oo, sympy.oo, True, True)
+    f = _monotone(lambda v: v if v >= 0 else s * v, -sympy.oo, sympy.oo)
+    return f(x)  # type: ignore[operator]
+
+
 RANGES = {
+    leaky_relu: _leaky_range,
     sympy.log: _log_range,
     softsign: _monotone(lambda v: v / (1 + abs(v)), -1, 1),
     sigmoid: _monotone(lambda v: 1 / (1 + sympy.exp(-v)), 0, 1),

@@ -97,11 +97,12 @@ def property_test(model: Any, program: Any, examples: int = 10, tol: float | Non
         form_options,
         gradient_errors,
         inputs_for,
+        model_dtype,
         randomize_parameters,
         replay_inputs,
     )
 
-    dtype = next(model.parameters()).dtype
+    dtype = model_dtype(model)
     tol = tol if tol is not None else DEFAULT_TOL["float64" if dtype == torch.float64
                                                   else "float32"]
     allowed = sizes_mod.resolve(program, sizes, every=True)

@@ -305,39 +305,67 @@ def _find_zero(expr: sympy.Expr, atoms: tuple[sympy.Symbol, ...]) -> dict[str, s
 # ---- non-affine updates -----------------------------------------------------------------------
 
 
-def _odd_power(h: sympy.Expr) -> Proof | None:
-    """h = c * t**n + g(atoms) with n odd >= 3 and c a non-zero constant: strictly monotone and
-    onto, undone by the real n-th root (sign(z) * |z|**(1/n), z = (y - g) / c); sympy's own
-    root of a negative number would be complex."""
-    try:
-        poly = sympy.Poly(sympy.expand(h), T)
-    except sympy.PolynomialError:
+def _peel(e: sympy.Expr, z: sympy.Expr, layers: list[str]) -> sympy.Expr | None:
+    """Undo e(t) = z layer by layer when e is a chain of bijections of the reals in t: a shift
+    by functions of the others, a provably non-zero scale, an odd power (undone by the real
+    root: sign(z) * |z|**(1/n); sympy's own root of a negative number is complex) and
+    leaky_relu with a positive slope (undone by leaky_relu with the reciprocal slope). Each layer
+    is strictly monotone and onto, so their composition is a bijection: the inverse is exact.
+    None when e is not such a chain."""
+    from revdsl.algebra import leaky_relu
+
+    if e == T:
+        return z
+    if T not in e.free_symbols:
         return None
-    n = poly.degree()
-    if n < 3 or n % 2 == 0:
+    if isinstance(e, sympy.Add | sympy.Mul):
+        inner = [a for a in e.args if T in a.free_symbols]
+        if len(inner) != 1:
+            return None
+        rest = e.func(*[a for a in e.args if T not in a.free_symbols])
+        if isinstance(e, sympy.Add):
+            return _peel(inner[0], z - rest, layers)
+        if not _nonzero(rest):
+            return None
+        return _peel(inner[0], z / rest, layers)
+    if isinstance(e, sympy.Pow) and e.exp.is_Integer and int(e.exp) % 2 == 1 and e.exp > 1:
+        n = int(e.exp)
+        layers.append({3: "cube", 5: "fifth", 7: "seventh"}.get(n, f"{n}th") + " power")
+        return _peel(e.base, sympy.sign(z) * sympy.Abs(z) ** sympy.Rational(1, n), layers)
+    if isinstance(e, leaky_relu) and e.args[1].is_number and e.args[1] > 0:
+        layers.append("leaky_relu")
+        return _peel(e.args[0], leaky_relu(z, 1 / e.args[1]), layers)
+    return None
+
+
+def _monotone_chain(h: sympy.Expr) -> Proof | None:
+    layers: list[str] = []
+    inverse = _peel(h, Y, layers)
+    if inverse is None:
+        expanded = sympy.expand(h)
+        layers = []
+        inverse = _peel(expanded, Y, layers) if expanded != h else None
+    if inverse is None or not layers:
         return None
-    coeffs = poly.all_coeffs()
-    c, g = coeffs[0], coeffs[-1]
-    if not c.is_number or c == 0 or any(not is_zero(k) for k in coeffs[1:-1]):
-        return None
-    z = (Y - g) / c
-    inverse = sympy.sign(z) * sympy.Abs(z) ** sympy.Rational(1, n)
-    for t in (sympy.Rational(-7, 3), 0, sympy.Rational(5, 2)):  # the root inverts the power
+    for t in (sympy.Rational(-7, 3), 0, sympy.Rational(5, 2)):  # the inverse undoes h
         check = inverse.subs(Y, h.subs(T, t)).subs({a: sympy.Rational(1, 3) for a in
                                                      h.free_symbols - {T}})
         if abs(float(check) - float(t)) > 1e-12:
             return None
-    nth = {3: "cube", 5: "fifth", 7: "seventh"}.get(n, f"{n}th")
-    return Proof("proved", h, f"an odd power ({n}) of the old value plus functions of the "
-                 f"others: strictly monotone and onto, undone by the real {nth} root (badly "
-                 "conditioned near 0, where small old values are lost in floating point)",
+    roots = [x for x in layers if x.endswith("power")]
+    how = ", then ".join(f"the real {x.split()[0]} root" if x.endswith("power")
+                         else "leaky_relu with the reciprocal slope" for x in layers)
+    return Proof("proved", h, f"a chain of strictly monotone bijections of the old value "
+                 f"({', then '.join(reversed(layers))}) and functions of the others: undone by "
+                 f"{how}" + (" (badly conditioned near 0, where small old values are lost in "
+                             "floating point)" if roots else ""),
                  inverse=inverse)
 
 
 def _nonlinear(h: sympy.Expr, atoms: tuple[sympy.Symbol, ...]) -> Proof:
-    odd = _odd_power(h)
-    if odd is not None:
-        return odd
+    chain = _monotone_chain(h)
+    if chain is not None:
+        return chain
     base = {a: 0 for a in atoms}
     h0 = h.subs(base)
     # smallest magnitudes first, so a witness reads `0 and -1/2` rather than `-4 and -7/2`

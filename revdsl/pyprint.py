@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy
 
-from revdsl.algebra import gelu, sigmoid, softsign
+from revdsl.algebra import gelu, leaky_relu, sigmoid, softsign
 
 _PREC_ADD, _PREC_MUL, _PREC_NEG, _PREC_POW, _PREC_ATOM = 10, 20, 30, 40, 100
 
@@ -166,6 +166,10 @@ class _Printer:
             if self.plain:
                 return f"softsign({self.show(e.args[0])[0]})", _PREC_ATOM
             return f"F.softsign({self.show(e.args[0])[0]})", _PREC_ATOM
+        if f == leaky_relu:
+            x, slope = (self.show(a)[0] for a in e.args)
+            name = "leaky_relu" if self.plain else "F.leaky_relu"
+            return f"{name}({x}, {slope})", _PREC_ATOM
         if f == sympy.floor:
             return f"math.floor({self.show(e.args[0])[0]})", _PREC_ATOM
         if f == sympy.ceiling:

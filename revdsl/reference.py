@@ -81,6 +81,7 @@ _FUNCTIONS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
     "relu6": lambda x, a: x[0].clamp(min=0, max=6),
     "gelu": lambda x, a: F.gelu(x[0]),
     "softplus": lambda x, a: torch.log1p(torch.exp(x[0])),
+    "leaky_relu": lambda x, a: torch.where(x[0] >= 0, x[0], x[0] * a.get("slope", 0.01)),
     "softsign": lambda x, a: x[0] / (1 + x[0].abs()),
     "hardsigmoid": lambda x, a: (x[0] + 3).clamp(min=0, max=6) / 6,
     "hardswish": lambda x, a: x[0] * (x[0] + 3).clamp(min=0, max=6) / 6,

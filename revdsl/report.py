@@ -43,7 +43,8 @@ def describe(report: Report, explain: bool = False, sizes: dict[str, int] | None
             kinds: dict[str, int] = {}
             for s in steps:
                 if s.kind == "update" and s.proof is not None and s.proved:
-                    k = "additive" if s.proof.additive else "affine"
+                    k = ("additive" if s.proof.additive else "affine"
+                         if s.proof.scale is not None else "monotone")
                 elif s.kind == "restructure":
                     k = "rearrangement"
                 elif s.kind == "create":

@@ -9,17 +9,26 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-# update forms: (template, invertible?) -- t is the target, F and G functions of other streams
+# update forms: (template, invertible?) -- t is the target, F and G functions of other streams.
+# Whether a form is a bijection in t is known by construction: an affine map with a scale whose
+# range excludes 0 (exp > 0; sigmoid + eps > 0; tanh + 1.5 in (0.5, 2.5); 1 - sigmoid in (0, 1);
+# a non-zero constant), a strictly increasing bijection (leaky_relu with a positive slope), or not
+# (a scale that may vanish, a non-injective or non-monotone function, an overwrite).
 FORMS: dict[str, tuple[str, bool]] = {
     "add": ("{t} += {F}", True),
     "sub": ("{t} -= {F}", True),
     "affine_exp": ("{t} = {t} * exp(tanh({G})) + {F}", True),
     "sigmoid_eps": ("{t} = {t} * (sigmoid({G}) + 0.01) + {F}", True),
+    "tanh_bounded": ("{t} = {t} * (tanh({G}) + 1.5) + {F}", True),
+    "one_minus_sigmoid": ("{t} = {t} * (1 - sigmoid({G})) + {F}", True),
     "const_scale": ("{t} = {t} * -0.5 + {F}", True),
     "double": ("{t} = {t} * 2 - {F}", True),
+    "leaky": ("{t} = leaky_relu({t}, 0.25) * 2 + {F}", True),
     "zero_scale": ("{t} = {t} * 0 + {F}", False),
     "free_scale": ("{t} = {t} * {G} + {F}", False),
+    "tanh_vanishing": ("{t} = {t} * (tanh({G}) + 0.5) + {F}", False),
     "relu": ("{t} = relu({t}) + {F}", False),
+    "leaky_negative": ("{t} = leaky_relu({t}, -0.5) + {F}", False),
     "square": ("{t} = {t} * {t} + {F}", False),
     "overwrite": ("{t} = {F}", False),
 }
@@ -48,6 +57,48 @@ def _fn(reads: list[str], kind: int) -> str:
     return " + ".join(terms)
 
 
+Value = tuple[str, int]  # (stream, version)
+
+
+@dataclass
+class _Step:
+    """For the oracle: what a step replaces (old values -> new values) and the values it reads."""
+
+    old: tuple[Value, ...]
+    new: tuple[Value, ...]
+    reads: tuple[Value, ...]
+
+
+def undoable(steps: list[_Step], final: set[Value]) -> bool:
+    """Whether some order undoes every step of a block from its final values: by exhaustive
+    search over orders (independent of the verifier's scheduling). A step can be undone when
+    the values it produced and the values it reads are all at hand; undoing it replaces the
+    produced values with the old ones."""
+    memo: dict[frozenset[int], bool] = {}
+
+    def go(left: frozenset[int], known: frozenset[Value]) -> bool:
+        if not left:
+            return True
+        if left in memo:
+            return memo[left]
+        ok = False
+        for i in left:
+            st_ = steps[i]
+            if all(v in known for v in (*st_.new, *st_.reads)):
+                rest = left - {i}
+                # a value still read by a step not yet undone must stay at hand
+                needed = {v for j in rest for v in steps[j].reads}
+                if any(v in needed for v in st_.new):
+                    continue
+                if go(rest, (known - set(st_.new)) | set(st_.old)):
+                    ok = True
+                    break
+        memo[left] = ok
+        return ok
+
+    return go(frozenset(range(len(steps))), frozenset(final))
+
+
 FAULTS = ("self_read", "stale_read", "form")
 _HEADER_LINES = 4  # model, input, `reversible r {`, `streams ...`
 
@@ -58,10 +109,13 @@ def coupling_specs(draw: st.DrawFn, min_streams: int = 2, max_streams: int = 4,
                    invalid: bool = True) -> RandomSpec:
     """Random reversible programs of coupling steps over 2-4 streams of shape [B, 4, 8].
 
-    Each step picks a target, the streams its functions read, and an invertible update form.
+    Each step is an update (a target, the streams its functions read, a form from FORMS) or a
+    simultaneous assignment: a swap `a, b = [b, a]` or a Feistel step `a, b = [b, a + F(b)]`.
     With `invalid`, half of the programs get one fault at a random step: the step reads its own
-    target, reads a stale value through a local, or uses a non-invertible form; the oracle
-    (`RandomSpec.valid`, `.expected`) records it."""
+    target, uses a non-invertible form, or reads a value another update replaced (through a
+    local taken before that update). A replaced value is a fault only when no order of undoing
+    recovers it; the oracle (`undoable`, an exhaustive search) decides, so such a program may be
+    valid. `RandomSpec.valid` and `.expected` record the verdict."""
     n = draw(st.integers(min_streams, max_streams))
     names = [f"s{i}" for i in range(n)]
     good = [k for k, (_, ok) in FORMS.items() if ok]
@@ -73,29 +127,46 @@ def coupling_specs(draw: st.DrawFn, min_streams: int = 2, max_streams: int = 4,
     lines: list[str] = []
     expected: list[str] = []
     reasons: list[tuple[int, str]] = []
+    version = dict.fromkeys(names, 0)
     k = 0
     for steps in shape:
         lines.append("    block {")
+        model: list[_Step] = []
+        stale: tuple[str, int, str] | None = None  # (stream, line, target) of a replaced read
         for _ in range(steps):
             here = fault if k == fault_at else None
             k += 1
             t = draw(st.sampled_from(names))
             others = [x for x in names if x != t]
+            if here is None and draw(st.integers(0, 5)) == 0:  # a swap or a Feistel step
+                o = draw(st.sampled_from(others))
+                feistel = draw(st.booleans())
+                second = f"{t} + {_fn([o], 1)}" if feistel else t
+                lines.append(f"        {t}, {o} = [{o}, {second}]")
+                old = ((t, version[t]), (o, version[o]))
+                version[t] += 1
+                version[o] += 1
+                model.append(_Step(old=old, new=((t, version[t]), (o, version[o])), reads=()))
+                continue
             reads = draw(st.lists(st.sampled_from(others), min_size=1, max_size=2, unique=True))
             line = _HEADER_LINES + len(lines) + 1  # the line of this step, unless moved below
+            values = [(r, version[r]) for r in reads]
             if here == "self_read":
                 reads = [*reads, t]
                 expected.append(f"{t} reads {t}")
                 reasons.append((line, f"{t} is updated by a function that reads {t}"))
             elif here == "stale_read":
-                # a local taken before another stream's update, used after it
+                # a local taken before another stream's update, read after it
                 r = reads[0]
                 local = f"u{k}"
+                w = next(x for x in names if x != r)
                 lines.append(f"        {local} = layernorm({r})")
-                lines.append(f"        {r} += {_fn([x for x in names if x != r][:1], 0)}")
+                lines.append(f"        {r} += {_fn([w], 0)}")
+                model.append(_Step(old=((r, version[r]),), new=((r, version[r] + 1),),
+                                   reads=((w, version[w]),)))
+                version[r] += 1
                 reads = [local if x == r else x for x in reads]
-                expected.append(f"{t} reads a stale {r}")
-                reasons.append((line + 2, f"reads an earlier value of {r}"))
+                stale = (r, line + 2, t)
             form = draw(st.sampled_from(bad if here == "form" else good))
             if here == "form":
                 expected.append(f"{t}: {form}")
@@ -103,6 +174,13 @@ def coupling_specs(draw: st.DrawFn, min_streams: int = 2, max_streams: int = 4,
             kind = draw(st.integers(0, 1))
             lines.append("        " + FORMS[form][0].format(t=t, F=_fn(reads, kind),
                                                             G=f"linear({reads[0]}, out=8)"))
+            model.append(_Step(old=((t, version[t]),), new=((t, version[t] + 1),),
+                               reads=tuple(values)))
+            version[t] += 1
+        if stale is not None and not undoable(model, set(version.items())):
+            r, line, t = stale
+            expected.append(f"{t} reads a replaced {r} that no undo order recovers")
+            reasons.append((line, f"reads an earlier value of {r}"))
         lines.append("    }")
     text = (
         "model Random\ninput x: [B, 4, 8]\nreversible r {\n"

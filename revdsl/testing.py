@@ -95,6 +95,15 @@ def _blocks(model: torch.nn.Module, program: ir.Program) -> Iterator[tuple[ir.Bl
         yield from zip(seg.blocks, module.blocks, strict=True)
 
 
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype a model computes in: its first floating parameter's or buffer's (float64 for a
+    model with neither: a spec of pure permutations and formulas)."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float64
+
+
 @torch.no_grad()
 def block_inverse_errors(model: torch.nn.Module, program: ir.Program, batch: int = 2,
                          sizes: dict[str, int] | None = None, seed: int = 0,
@@ -104,7 +113,7 @@ def block_inverse_errors(model: torch.nn.Module, program: ir.Program, batch: int
     model.eval()
     options = {**{o.name: o.default for o in program.options}, **(options or {})}
     g = torch.Generator().manual_seed(seed)
-    dtype = next(model.parameters()).dtype
+    dtype = model_dtype(model)
     errs = []
     try:
         for block, mod in _blocks(model, program):

@@ -114,6 +114,18 @@ _unary("relu", "torch.relu({0})", algebra.relu, "max(x, 0)")
 _unary("gelu", "F.gelu({0})", algebra.gelu, "x * Phi(x), the exact GELU")
 _unary("softplus", "F.softplus({0})", lambda a: sympy.log(1 + sympy.exp(a)),
        "log(1 + exp(x)), in (0, inf): the usual positive scale of an affine coupling")
+register(
+    OpDef(
+        name="leaky_relu",
+        doc="leaky_relu(x, slope=0.01): x where x >= 0, slope * x below; with slope > 0 a "
+        "strictly increasing bijection, usable on the updated stream (`a = leaky_relu(a) + f`)",
+        kind="algebra", inputs=1, positional=("slope",),
+        attrs=(Attr("slope", "float", default=0.01, symbolic=False),),
+        shape=same_shape, elementwise=True,
+        template="F.leaky_relu({0}, {slope})",
+        sympy_model=lambda a, slope=0.01: algebra.leaky_relu(a, sympy.nsimplify(slope)),
+    )
+)
 _unary("softsign", "F.softsign({0})", algebra.softsign, "x / (1 + |x|), in (-1, 1)")
 register(
     OpDef(
