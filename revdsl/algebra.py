@@ -43,6 +43,37 @@ class sigmoid(sympy.Function):
         return (1 / (1 + sympy.exp(-self.args[0])))._eval_evalf(prec)  # type: ignore[no-any-return]
 
 
+class softplus(sympy.Function):
+    """log(1 + exp(x)): real and strictly positive for real x. Kept as a function (not its
+    expansion) so a formula prints as `F.softplus`, which does not overflow where exp would."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        if x.is_zero:
+            return sympy.log(2)
+        return None
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real  # type: ignore[no-any-return]
+
+    def _eval_is_extended_real(self) -> bool | None:
+        return self.args[0].is_extended_real  # type: ignore[no-any-return]
+
+    def _eval_is_positive(self) -> bool | None:
+        return True if self.args[0].is_extended_real else None
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return sigmoid(self.args[0])
+
+    def _eval_rewrite_as_log(self, x: sympy.Expr, **kwargs: object) -> sympy.Expr:
+        return sympy.log(1 + sympy.exp(x))
+
+    def _eval_evalf(self, prec: int) -> sympy.Expr:
+        return sympy.log(1 + sympy.exp(self.args[0]))._eval_evalf(prec)  # type: ignore[no-any-return]
+
+
 class gelu(sympy.Function):
     """x · Φ(x) with Φ the standard normal CDF (the exact, erf-based GELU)."""
 
@@ -191,6 +222,7 @@ RANGES = {
     sympy.log: _log_range,
     softsign: _monotone(lambda v: v / (1 + abs(v)), -1, 1),
     sigmoid: _monotone(lambda v: 1 / (1 + sympy.exp(-v)), 0, 1),
+    softplus: _monotone(lambda v: sympy.log(1 + sympy.exp(v)), 0, sympy.oo),
     sympy.tanh: _monotone(sympy.tanh, -1, 1),
     sympy.exp: _monotone(sympy.exp, 0, sympy.oo),
     sympy.Abs: _abs_range,

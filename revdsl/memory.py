@@ -23,7 +23,9 @@ class Stored:
     what: str
     shape: Shape
     bytes_per_sample: sympy.Expr
-    node: int | None = None  # the value kept, when it is a named one (counted once overall)
+    # the value kept, when it is a value of the program (counted once overall, however many
+    # ops keep it: the allocator holds one storage); None for an op's own new tensors
+    node: Any = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,12 @@ class Boundary:
 
 def _total(items: tuple[Stored, ...]) -> sympy.Expr:
     total: sympy.Expr = sympy.Integer(0)
+    counted: set[Any] = set()
     for s in items:
+        if s.node is not None:
+            if s.node in counted:
+                continue
+            counted.add(s.node)
         total = total + s.bytes_per_sample
     return simp(total)
 
@@ -63,6 +70,25 @@ def _total(items: tuple[Stored, ...]) -> sympy.Expr:
 def boundaries(program: ir.Program) -> list[Boundary]:
     """What is stored for the backward, part by part, in reversible mode and in plain autograd."""
     out: list[Boundary] = []
+    _NEEDS_GRAD.clear()
+    _STREAM_FROM.clear()
+    _STORAGE.clear()
+    for seg in program.segments:  # what each stream value is computed from
+        for e in seg.entry:
+            _STREAM_FROM[e.start.id] = [e.node]
+            _STORAGE[e.start.id] = e.node
+        for block in seg.blocks:
+            for step in flat_steps(block):
+                if isinstance(step, ir.Restructure):
+                    opdef = catalogue.get(step.op)
+                    for k, n in enumerate(step.outputs):
+                        _STREAM_FROM[n.id] = list(step.inputs)
+                        if opdef is not None and opdef.views_input:
+                            # a renaming keeps each stream's storage; chunk's pieces share one
+                            _STORAGE[n.id] = step.inputs[k] if step.op == "rename" \
+                                else step.inputs[0]
+                else:
+                    _STREAM_FROM[step.after.id] = [step.expr]
     seen: set[int] = {n.id for n in program.inputs}
     region: list[ir.Assign] = []
     kind_of_region = "stem"
@@ -90,7 +116,7 @@ def boundaries(program: ir.Program) -> list[Boundary]:
             ops, baseline = _stored_by(roots, seen)
             kept = tuple(
                 Stored(f"input of {item.name}", n.shape, per_sample(n.shape) * BYTES_PER_ELEMENT,
-                       node=n.id)
+                       node=value_key(storage_of(n)))
                 for n in item.inputs
             )
             out.append(Boundary(
@@ -106,7 +132,7 @@ def boundaries(program: ir.Program) -> list[Boundary]:
             seen.add(e.start.id)
         stored = tuple(
             Stored(f"{n.stream} (segment output)", n.shape,
-                   per_sample(n.shape) * BYTES_PER_ELEMENT, node=n.id)
+                   per_sample(n.shape) * BYTES_PER_ELEMENT, node=value_key(storage_of(n)))
             for n in item.exits
         )
         baseline = list(entry_saved)
@@ -132,7 +158,9 @@ def boundaries(program: ir.Program) -> list[Boundary]:
 
 
 def _stored_by(roots: list[ir.Node], seen: set[int]) -> tuple[list[str], list[Stored]]:
-    """The ops under `roots` not yet counted, and what plain autograd saves for them."""
+    """The ops under `roots` not yet counted, and what plain autograd saves for them: an op
+    whose result needs no gradient saves nothing; a saved input or output is the program's
+    value (`Stored.node` says which, so it is counted once); a new tensor is the op's own."""
     ops: list[str] = []
     stored: list[Stored] = []
     for node in ir.walk(roots, stop=seen):
@@ -142,11 +170,77 @@ def _stored_by(roots: list[ir.Node], seen: set[int]) -> tuple[list[str], list[St
         opdef = catalogue.get(node.op)
         assert opdef is not None
         ops.append(node.op)
+        if not _needs_grad(node):
+            continue
         in_shapes = [c.shape for c in node.inputs]
         attrs = node.attr_dict
-        for shape in opdef.saved(in_shapes, list(node.out_shapes), attrs):
-            stored.append(Stored(node.op, tuple(shape), per_sample(shape) * BYTES_PER_ELEMENT))
+        for item in opdef.saved(in_shapes, list(node.out_shapes), attrs):
+            if isinstance(item, catalogue.Ref):
+                if item.when is not None and not _needs_grad(node.inputs[item.when]):
+                    continue
+                if item.side == "in":
+                    value = storage_of(node.inputs[item.index])
+                    if isinstance(value, ir.ConstNode):
+                        continue  # a number: nothing kept
+                    shape, key = value.shape, value_key(value)
+                else:
+                    shape, key = node.out_shapes[item.index], (node.id, item.index)
+                stored.append(Stored(node.op, tuple(shape),
+                                     per_sample(shape) * BYTES_PER_ELEMENT, node=key))
+            elif isinstance(item, catalogue.Buffer):
+                stored.append(Stored(node.op, tuple(item.shape),
+                                     per_sample(item.shape) * item.itemsize))
+            else:
+                stored.append(Stored(node.op, tuple(item), per_sample(item) * BYTES_PER_ELEMENT))
     return ops, stored
+
+
+def value_key(node: ir.Node) -> tuple[int, int]:
+    """One key per value of the program: an op's k-th result is (op id, k)."""
+    if isinstance(node, ir.OutNode):
+        return (node.source.id, node.index)
+    return (node.id, 0)
+
+
+def _needs_grad(node: ir.Node) -> bool:
+    """Whether autograd tracks `node` in training: it depends on a parameter or on a stream
+    (the inputs of a model need no gradient; numbers and the like neither)."""
+    memo = _NEEDS_GRAD
+    if node.id in memo:
+        return memo[node.id]
+    if isinstance(node, ir.StreamNode):
+        memo[node.id] = True  # (a stream value is defined once; this guards the recursion)
+        out = any(_needs_grad(n) for n in _STREAM_FROM.get(node.id, [node]) if n is not node) \
+            if node.id in _STREAM_FROM else True
+    elif isinstance(node, ir.OutNode):
+        out = _needs_grad(node.source)
+    elif isinstance(node, ir.OpNode):
+        opdef = catalogue.get(node.op)
+        out = (opdef is not None and opdef.has_parameters([c.shape for c in node.inputs],
+                                                          node.attr_dict)
+               ) or any(_needs_grad(c) for c in node.inputs)
+    else:
+        out = False
+    memo[node.id] = out
+    return out
+
+
+_NEEDS_GRAD: dict[int, bool] = {}
+_STREAM_FROM: dict[int, list[ir.Node]] = {}
+_STORAGE: dict[int, ir.Node] = {}  # a value -> the value whose storage it is (views, aliases)
+
+
+def storage_of(node: ir.Node) -> ir.Node:
+    """The value whose storage `node` is: itself, or (for a stream that starts as a copy, a
+    chunk piece, dup's copies) the value it views."""
+    while True:
+        if node.id in _STORAGE:
+            node = _STORAGE[node.id]
+        elif isinstance(node, ir.OutNode) and (
+                (opdef := catalogue.get(node.source.op)) is not None and opdef.views_input):
+            node = node.source.inputs[0]
+        else:
+            return node
 
 
 def evaluate(expr: Any, program: ir.Program, options: bool = True) -> sympy.Expr:

@@ -277,6 +277,10 @@ _CANDIDATES = (0, 1, -1, sympy.Rational(1, 2), -sympy.Rational(1, 2), 2, -2, 3, 
 
 
 def _find_zero(expr: sympy.Expr, atoms: tuple[sympy.Symbol, ...]) -> dict[str, str] | None:
+    from revdsl.algebra import softplus
+
+    # solve over elementary functions: softplus as log(1 + exp(x))
+    expr = expr.replace(softplus, lambda x: sympy.log(1 + sympy.exp(x)))
     free = [a for a in atoms if a in expr.free_symbols]
     if not free:
         return None

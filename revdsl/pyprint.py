@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy
 
-from revdsl.algebra import gelu, leaky_relu, sigmoid, softsign
+from revdsl.algebra import gelu, leaky_relu, sigmoid, softplus, softsign
 
 _PREC_ADD, _PREC_MUL, _PREC_NEG, _PREC_POW, _PREC_ATOM = 10, 20, 30, 40, 100
 
@@ -162,6 +162,9 @@ class _Printer:
             return self.call("sigmoid", *e.args)
         if f == gelu:
             return f"F.gelu({self.show(e.args[0])[0]})", _PREC_ATOM
+        if f == softplus:
+            name = "softplus" if self.plain else "F.softplus"
+            return f"{name}({self.show(e.args[0])[0]})", _PREC_ATOM
         if f == softsign:
             if self.plain:
                 return f"softsign({self.show(e.args[0])[0]})", _PREC_ATOM

@@ -120,7 +120,8 @@ def stats(report: Report, sizes: dict[str, int] | None = None) -> Stats:
         seen.update(e.start.id for e in seg.entry)
     modules: set[int] = set()
     parts: list[Part] = []
-    for b, kept in zip(report.boundaries, report.kept(), strict=True):
+    for b, kept, base in zip(report.boundaries, report.kept(), report.kept(baseline=True),
+                             strict=True):
         nodes: list[ir.Node] = []
         for root in b.roots:
             walked = ir.walk([root], stop=seen)
@@ -134,7 +135,7 @@ def stats(report: Report, sizes: dict[str, int] | None = None) -> Stats:
         parts.append(Part(
             name=b.name, kind=b.kind, params=p, macs=m, ops=ops,
             stored=_num(kept, program, sizes),
-            baseline=_num(b.baseline_bytes_per_sample, program, sizes),
+            baseline=_num(base, program, sizes),
         ))
     return Stats(model=program.name, parts=parts)
 

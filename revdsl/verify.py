@@ -98,15 +98,15 @@ class Report:
             object.__setattr__(self, "_cache", cache)
         return cache
 
-    def kept(self) -> list[sympy.Expr]:
+    def kept(self, baseline: bool = False) -> list[sympy.Expr]:
         """Per boundary (in order), the bytes per sample it adds to what the backward keeps in
-        reversible mode: a value kept by an earlier part (a segment's outputs that a stored block
-        reads, say) is counted there only."""
+        reversible mode (or under plain autograd): a value kept by an earlier part (a segment's
+        outputs that a stored block reads, say) is counted there only."""
         out: list[sympy.Expr] = []
-        counted: set[int] = set()
+        counted: set[object] = set()
         for b in self.boundaries:
             total: sympy.Expr = sympy.Integer(0)
-            for item in b.stored:
+            for item in (b.baseline if baseline else b.stored):
                 if item.node is not None:
                     if item.node in counted:
                         continue
@@ -123,10 +123,7 @@ class Report:
 
     def stored_bytes_per_sample(self, baseline: bool = False) -> sympy.Expr:
         """What the backward keeps per sample, each kept value counted once."""
-        if baseline:
-            return simp(sum((b.baseline_bytes_per_sample for b in self.boundaries),
-                            sympy.Integer(0)))
-        return simp(sum(self.kept(), sympy.Integer(0)))
+        return simp(sum(self.kept(baseline), sympy.Integer(0)))
 
     def raise_if_failed(self) -> None:
         if not self.ok:

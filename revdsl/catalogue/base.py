@@ -103,7 +103,37 @@ UNIT_OPEN_LOW = (0.0, 1.0, True, False)  # a keep rate: keeps at least one token
 ShapeRule = Callable[[Sequence[Shape], dict[str, Any]], Shape | tuple[Shape, ...]]
 CountRule = Callable[[Sequence[Shape], dict[str, Any]], Any]
 SizeRule = Callable[[Sequence[Shape], dict[str, Any]], tuple[Any, tuple[int, ...]]]
-SavedRule = Callable[[Sequence[Shape], Sequence[Shape], dict[str, Any]], Sequence[Shape]]
+@dataclass(frozen=True)
+class Ref:
+    """A tensor autograd saves that is one of the op's own inputs (`side="in"`) or outputs
+    (`"out"`): the memory predictor counts a value once however many ops save it, as the
+    allocator does. `when`: saved only when that input needs a gradient (`a * b` keeps b for
+    a's gradient). A saved input that is a number (a constant) costs nothing."""
+
+    side: str
+    index: int = 0
+    when: int | None = None
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A new tensor autograd saves, with its element size in bytes (max-pool indices are int64:
+    8; a dropout mask is float32 on CPU, bool on CUDA: DROPOUT_MASK_BYTES)."""
+
+    shape: Shape
+    itemsize: int
+
+
+# dropout's mask: on CPU torch multiplies by a float mask (4 bytes an element, measured); its
+# fused CUDA kernel keeps a bool mask (1 byte). The predictor counts the CPU figure.
+DROPOUT_MASK_BYTES = 4
+
+IN0 = Ref("in", 0)
+OUT0 = Ref("out", 0)
+
+# what plain autograd keeps for an op: its own inputs/outputs (Ref) or new tensors (Shape)
+SavedRule = Callable[[Sequence[Shape], Sequence[Shape], dict[str, Any]],
+                     Sequence["Shape | Ref | Buffer"]]
 
 
 def _zero(_shapes: Sequence[Shape], _attrs: dict[str, Any]) -> Any:
@@ -151,6 +181,9 @@ class OpDef:
     # same attributes, as for space_to_depth / depth_to_space)
     inverse_attrs: Callable[[dict[str, Any], int], dict[str, Any]] | None = None
     injective_only: bool = False  # e.g. dup: injective, not onto (a stored boundary)
+    # its outputs share their first input's storage (dup's copies, chunk's pieces, a renaming):
+    # the memory predictor counts what they keep as that storage
+    views_input: bool = False
     boundary_only: bool = False  # discards information (pruning): never inside a reversible step
     causal: bool | None = None  # token mixers: whether output n depends only on inputs <= n
     # why this op cannot sit inside a coupling when it changes the stream's shape (for messages)

@@ -8,7 +8,16 @@ from typing import Any
 
 import sympy
 
-from revdsl.catalogue.base import POSITIVE, UNIT, Attr, OpDef, OpShapeError, register
+from revdsl.catalogue.base import (
+    IN0,
+    POSITIVE,
+    UNIT,
+    Attr,
+    Buffer,
+    OpDef,
+    OpShapeError,
+    register,
+)
 from revdsl.catalogue.core import need_rank, same_shape
 from revdsl.shapes import Shape, numel, simp, to_expr
 
@@ -61,7 +70,7 @@ register(
         params=lambda s, a: to_expr(a["out"]) * s[0][1] / _groups(s[0], a) * a["kernel"] ** 2
         + (to_expr(a["out"]) if a["bias"] else 0),
         macs=lambda i, o, a: numel(o[0]) * i[0][1] / _groups(i[0], a) * a["kernel"] ** 2,
-        saved=lambda i, o, a: [i[0]],
+        saved=lambda i, o, a: [IN0],
     )
 )
 register(
@@ -79,7 +88,7 @@ register(
             ("momentum", a["momentum"], 0.1),
         ],
         params=lambda s, a: 2 * s[0][1],
-        saved=lambda i, o, a: [i[0]],
+        saved=lambda i, o, a: [IN0],
     )
 )
 
@@ -106,7 +115,9 @@ for _name, _fn in (("avg_pool", "F.avg_pool2d"), ("max_pool", "F.max_pool2d")):
             shape=_pool_shape,
             template=(lambda fn: lambda args, a: f"{fn}({args[0]}, {a['kernel']}, "
                       f"{a['stride'] or a['kernel']}, {a['padding']})")(_fn),
-            saved=(lambda i, o, a: [i[0]]) if _name == "max_pool" else (lambda i, o, a: []),
+            # the input; max pooling also keeps the argmax indices (int64)
+            saved=(lambda i, o, a: [IN0, Buffer(o[0], 8)]) if _name == "max_pool"
+            else (lambda i, o, a: [IN0]),
         )
     )
 

@@ -14,12 +14,17 @@ import sympy
 
 from revdsl import algebra
 from revdsl.catalogue.base import (
+    DROPOUT_MASK_BYTES,
+    IN0,
     MAX_PARTS,
+    OUT0,
     POSITIVE,
     PROBABILITY,
     Attr,
+    Buffer,
     OpDef,
     OpShapeError,
+    Ref,
     fmt_value,
     register,
 )
@@ -66,12 +71,12 @@ def tokens(shape: Shape) -> sympy.Expr:
 # ---- elementwise algebra ----------------------------------------------------------------------
 
 
-def _binary(name: str, sym: str, prec: int, model: Any, doc: str) -> None:
+def _binary(name: str, sym: str, prec: int, model: Any, doc: str, saved: Any = None) -> None:
     register(
         OpDef(
             name=name, doc=doc, kind="algebra", inputs=2, shape=elementwise,
             template="{0} " + sym + " {1}", sympy_model=model, elementwise=True,
-            precedence=prec,
+            precedence=prec, **({"saved": saved} if saved else {}),
         )
     )
 
@@ -87,8 +92,11 @@ def _unary(name: str, template: str, model: Any, doc: str, **kw: Any) -> None:
 
 _binary("add", "+", 10, lambda a, b: a + b, "a + b (elementwise, broadcasting)")
 _binary("sub", "-", 10, lambda a, b: a - b, "a - b (elementwise, broadcasting)")
-_binary("mul", "*", 20, lambda a, b: a * b, "a * b (elementwise, broadcasting)")
-_binary("div", "/", 20, lambda a, b: a / b, "a / b (elementwise, broadcasting)")
+# a * b keeps each factor for the other's gradient; a / b keeps b, and a for b's gradient
+_binary("mul", "*", 20, lambda a, b: a * b, "a * b (elementwise, broadcasting)",
+        saved=lambda i, o, a: [Ref("in", 1, when=0), Ref("in", 0, when=1)])
+_binary("div", "/", 20, lambda a, b: a / b, "a / b (elementwise, broadcasting)",
+        saved=lambda i, o, a: [Ref("in", 1), Ref("in", 0, when=1)])
 register(
     OpDef(
         name="neg", doc="-a", kind="algebra", inputs=1, shape=same_shape, template="-{0}",
@@ -100,20 +108,24 @@ register(
         name="pow", doc="a ** exponent, for a numeric exponent", kind="algebra", inputs=1,
         positional=("exponent",), attrs=(Attr("exponent", "number"),), shape=same_shape,
         template="{0} ** {exponent}", precedence=40, elementwise=True,
+        saved=lambda i, o, a: [IN0],
         sympy_model=lambda a, exponent: a ** to_expr(exponent),
     )
 )
-_unary("exp", "torch.exp({0})", sympy.exp, "e ** x")
-_unary("log", "torch.log({0})", sympy.log, "natural logarithm")
-_unary("sqrt", "torch.sqrt({0})", sympy.sqrt, "square root")
-_unary("square", "torch.square({0})", lambda a: a**2, "x ** 2")
-_unary("sigmoid", "torch.sigmoid({0})", algebra.sigmoid, "1 / (1 + exp(-x))")
-_unary("tanh", "torch.tanh({0})", sympy.tanh, "hyperbolic tangent")
-_unary("abs", "torch.abs({0})", sympy.Abs, "absolute value")
-_unary("relu", "torch.relu({0})", algebra.relu, "max(x, 0)")
-_unary("gelu", "F.gelu({0})", algebra.gelu, "x * Phi(x), the exact GELU")
-_unary("softplus", "F.softplus({0})", lambda a: sympy.log(1 + sympy.exp(a)),
-       "log(1 + exp(x)), in (0, inf): the usual positive scale of an affine coupling")
+# what autograd keeps: the result (exp, sqrt, sigmoid, tanh, relu) or the argument
+_KEEP_OUT = {"saved": lambda i, o, a: [OUT0]}
+_KEEP_IN = {"saved": lambda i, o, a: [IN0]}
+_unary("exp", "torch.exp({0})", sympy.exp, "e ** x", **_KEEP_OUT)
+_unary("log", "torch.log({0})", sympy.log, "natural logarithm", **_KEEP_IN)
+_unary("sqrt", "torch.sqrt({0})", sympy.sqrt, "square root", **_KEEP_OUT)
+_unary("square", "torch.square({0})", lambda a: a**2, "x ** 2", **_KEEP_IN)
+_unary("sigmoid", "torch.sigmoid({0})", algebra.sigmoid, "1 / (1 + exp(-x))", **_KEEP_OUT)
+_unary("tanh", "torch.tanh({0})", sympy.tanh, "hyperbolic tangent", **_KEEP_OUT)
+_unary("abs", "torch.abs({0})", sympy.Abs, "absolute value", **_KEEP_IN)
+_unary("relu", "torch.relu({0})", algebra.relu, "max(x, 0)", **_KEEP_OUT)
+_unary("gelu", "F.gelu({0})", algebra.gelu, "x * Phi(x), the exact GELU", **_KEEP_IN)
+_unary("softplus", "F.softplus({0})", algebra.softplus,
+       "log(1 + exp(x)), in (0, inf): the usual positive scale of an affine coupling", **_KEEP_IN)
 register(
     OpDef(
         name="leaky_relu",
@@ -122,18 +134,19 @@ register(
         kind="algebra", inputs=1, positional=("slope",),
         attrs=(Attr("slope", "float", default=0.01, symbolic=False),),
         shape=same_shape, elementwise=True,
-        template="F.leaky_relu({0}, {slope})",
+        template="F.leaky_relu({0}, {slope})", saved=lambda i, o, a: [IN0],
         sympy_model=lambda a, slope=0.01: algebra.leaky_relu(a, sympy.nsimplify(slope)),
     )
 )
-_unary("softsign", "F.softsign({0})", algebra.softsign, "x / (1 + |x|), in (-1, 1)")
+_unary("softsign", "F.softsign({0})", algebra.softsign, "x / (1 + |x|), in (-1, 1)",
+       saved=lambda i, o, a: [IN0, i[0]])  # x, and 1 + |x| (the divisor)
 register(
     OpDef(
         name="clamp", doc="clamp(x, min=lo, max=hi): x limited to [lo, hi] (either may be absent)",
         kind="algebra", inputs=1,
         attrs=(Attr("min", "number", default=None), Attr("max", "number", default=None)),
         shape=same_shape, elementwise=True,
-        template="torch.clamp({0}, min={min}, max={max})",
+        template="torch.clamp({0}, min={min}, max={max})", saved=lambda i, o, a: [IN0],
         sympy_model=lambda a, min=None, max=None: algebra.clamp(
             a, None if min is None else to_expr(min), None if max is None else to_expr(max)
         ),
@@ -154,7 +167,7 @@ register(
         "its input is stored; the gradient is the sum of the copies' gradients)",
         kind="structural", inputs=1, positional=("n",),
         attrs=(Attr("n", "int", minimum=2, maximum=MAX_PARTS, default=2),),
-        shape=_dup_shape, n_outputs=lambda a: a["n"], injective_only=True,
+        shape=_dup_shape, n_outputs=lambda a: a["n"], injective_only=True, views_input=True,
         template=lambda args, a: ", ".join(args[0] for _ in range(a["n"])),
     )
 )
@@ -182,7 +195,7 @@ register(
         kind="structural", inputs=1, positional=("chunks",),
         attrs=(Attr("chunks", "int", minimum=1, maximum=MAX_PARTS, default=2, symbolic=False),
                Attr("dim", "int", default=1, symbolic=False)),
-        shape=_chunk_shape, n_outputs=lambda a: a["chunks"], inverse="cat",
+        shape=_chunk_shape, n_outputs=lambda a: a["chunks"], inverse="cat", views_input=True,
         inverse_attrs=lambda a, n_in: {"dim": a["dim"]},
         template="torch.chunk({0}, {chunks}, dim={dim})",
     )
@@ -283,7 +296,7 @@ register(
         doc="(written as a list assignment of streams, `x1, x2 = [x2, x1]`): the streams "
         "permuted onto new names; undone by the inverse permutation",
         kind="structural", inputs="*", shape=lambda s, a: tuple(s),
-        n_outputs=lambda a: 0, inverse="rename", internal=True,
+        n_outputs=lambda a: 0, inverse="rename", internal=True, views_input=True,
         template=lambda args, a: "(" + ", ".join(args) + ("," if len(args) == 1 else "") + ")",
     )
 )
@@ -351,7 +364,7 @@ register(
         ctor_positional=2,
         params=lambda s, a: s[0][-1] * to_expr(a["out"]) + (to_expr(a["out"]) if a["bias"] else 0),
         macs=lambda i, o, a: numel(i[0]) * to_expr(a["out"]),
-        saved=lambda i, o, a: [i[0]],
+        saved=lambda i, o, a: [IN0],
     )
 )
 LAYOUT = Attr("layout", "str", default=None, choices=("channels_last", "channels_first"),
@@ -381,10 +394,10 @@ def _channels(shape: Shape, a: dict[str, Any], what: str) -> Any:
     return shape[channel_dim(shape, a, what)]
 
 
-def _norm_saved(i: Sequence[Shape], o: Sequence[Shape], a: dict[str, Any]) -> list[Shape]:
+def _norm_saved(i: Sequence[Shape], o: Sequence[Shape], a: dict[str, Any]) -> list[Any]:
     d = channel_dim(i[0], a, "layernorm")
     stats = tuple(x for k, x in enumerate(i[0]) if k != d)
-    return [i[0], stats, stats]  # input, mean, rstd
+    return [IN0, stats, stats]  # input, mean, rstd
 
 
 register(
@@ -411,7 +424,7 @@ register(
         attrs=(Attr("p", "float", default=0.0, domain=PROBABILITY, random=True),),
         shape=same_shape, default_name="drop", stochastic=True,
         ctor=lambda s, a: [("p", a["p"])],
-        saved=lambda i, o, a: [i[0]] if a["p"] else [],  # the mask (bool, counted as bytes)
+        saved=lambda i, o, a: [Buffer(i[0], DROPOUT_MASK_BYTES)] if a["p"] else [],  # the mask
     )
 )
 register(

@@ -11,7 +11,17 @@ from typing import Any
 
 import sympy
 
-from revdsl.catalogue.base import POSITIVE, PROBABILITY, Attr, OpDef, OpShapeError, register
+from revdsl.catalogue.base import (
+    DROPOUT_MASK_BYTES,
+    IN0,
+    POSITIVE,
+    PROBABILITY,
+    Attr,
+    Buffer,
+    OpDef,
+    OpShapeError,
+    register,
+)
 from revdsl.catalogue.core import LAYOUT, channel_dim, need_rank, same_shape, tokens
 from revdsl.shapes import Shape, fmt_shape, numel, simp, to_expr
 
@@ -61,7 +71,7 @@ register(
         params=lambda s, a: s[0][1] * a["patch"] ** 2 * to_expr(a["dim"]) + to_expr(a["dim"]),
         macs=lambda i, o, a: tokens(o[0]) * o[0][0] * i[0][1] * a["patch"] ** 2
         * to_expr(a["dim"]),
-        saved=lambda i, o, a: [i[0]],
+        saved=lambda i, o, a: [IN0],
     )
 )
 
@@ -130,7 +140,7 @@ register(
         params=lambda s, a: 4 * s[0][-1] ** 2 + (4 if a["qkv_bias"] else 1) * s[0][-1],
         macs=_attention_macs,
         # qkv input, q/k/v, sdpa output and logsumexp, proj input
-        saved=lambda i, o, a: [i[0], i[0], i[0], i[0], i[0],
+        saved=lambda i, o, a: [IN0, i[0], i[0], i[0], i[0],
                                (i[0][0], to_expr(a["heads"]), tokens(i[0])), i[0]],
     )
 )
@@ -144,6 +154,14 @@ def _mlp_hidden(s: Shape, a: dict[str, Any]) -> sympy.Expr:
 
 def _mlp_out(s: Shape, a: dict[str, Any]) -> sympy.Expr:
     return to_expr(a["out"]) if a["out"] else to_expr(s[-1])
+
+
+def _mlp_saved(i: Sequence[Shape], o: Sequence[Shape], a: dict[str, Any]) -> list[Any]:
+    hidden = (*i[0][:-1], _mlp_hidden(i[0], a))
+    out: list[Any] = [IN0, hidden, hidden]  # fc1's input, GELU's input, fc2's input
+    if a["drop"]:
+        out += [Buffer(hidden, DROPOUT_MASK_BYTES), Buffer(o[0], DROPOUT_MASK_BYTES)]  # masks
+    return out
 
 
 register(
@@ -168,8 +186,7 @@ register(
         + _mlp_hidden(s[0], a) * _mlp_out(s[0], a) + _mlp_out(s[0], a),
         macs=lambda i, o, a: numel(i[0][:-1]) * _mlp_hidden(i[0], a)
         * (i[0][-1] + _mlp_out(i[0], a)),
-        saved=lambda i, o, a: [i[0], (*i[0][:-1], _mlp_hidden(i[0], a)),
-                               (*i[0][:-1], _mlp_hidden(i[0], a))],
+        saved=_mlp_saved,
     )
 )
 
@@ -186,7 +203,7 @@ register(
                            ("init", a["init"]),
                            ("channels_first", a.get("layout") == "channels_first", False)],
         params=lambda s, a: s[0][channel_dim(s[0], a, "layer_scale")],
-        saved=lambda i, o, a: [i[0]],
+        saved=lambda i, o, a: [IN0],
     )
 )
 
