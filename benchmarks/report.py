@@ -249,12 +249,14 @@ def write() -> Path:
                                "reference GMACs", "note"], rows))
     if res["stats"]:
         d = res["stats"]
-        rows = [[r["spec"], r["mode"], f"{r['predicted'] / 1024:.1f}",
-                 f"{r['measured'] / 1024:.1f}", f"{100 * (r['ratio'] - 1):+.1f}%"]
+        rows = [[r["spec"], r["mode"], f"{r['predicted'] / 1024:.2f}",
+                 f"{r['measured'] / 1024:.2f}", f"{100 * (r['ratio'] - 1):+.1f}%"]
                 for r in d["rows"]]
         worst = max(abs(r["ratio"] - 1) for r in d["rows"])
         parts.append("## `revdsl stats`: predicted vs measured bytes saved for the backward\n\n"
-                     f"`{d['command']}` (small configurations of every spec, batch 2). The "
+                     f"`{d['command']}` (small configurations of the shipped specs and every "
+                     "accepted spec under tests/, among them a conv net with BatchNorm, max "
+                     "pooling and stored transitions (`memory/conv_bn_stages.rev`); batch 2). The "
                      "prediction comes from shapes alone (no torch); the measurement from "
                      "saved-tensor hooks on the generated model. Worst error "
                      f"{100 * worst:.1f}% (the test suite requires under 10%).\n\n"

@@ -364,16 +364,22 @@ class Suite:
         """revdsl stats' predicted bytes per sample (from shapes alone) against the bytes the
         generated model saves for the backward (saved-tensor hooks), on small configurations."""
         from revdsl.measure import stats_against_saved
-        from tests.test_tools import SMALL
+        from tests.test_tools import SMALL, TEST_SPECS
 
         rows = []
-        for spec, kw in sorted(SMALL.items()):
-            found = stats_against_saved((SPECS / spec).read_text(), spec, kw)
+        cases = [(spec, (SPECS / spec).read_text(), kw, None) for spec, kw in sorted(SMALL.items())]
+        tests = SPECS.parent / "tests"
+        cases += [(str(p.relative_to(tests)), p.read_text(), {},
+                   {"H": 16, "W": 16} if p.name == "symbolic_sizes.rev" else None)
+                  for p in TEST_SPECS]
+        for spec, text, kw, sizes in cases:
+            found = stats_against_saved(text, spec, kw, sizes=sizes)
             for mode, (want, got) in found.items():
+                ratio = want / got if got else 1.0
                 rows.append({"spec": spec, "overrides": kw, "mode": mode,
-                             "predicted": want, "measured": got, "ratio": want / got})
-                print(f"  {spec:>18s} {mode:10s} predicted {want / 2**10:9.1f} KiB  measured "
-                      f"{got / 2**10:9.1f} KiB  ({100 * (want / got - 1):+.1f}%)", flush=True)
+                             "predicted": want, "measured": got, "ratio": ratio})
+                print(f"  {spec:>45s} {mode:10s} predicted {want / 2**10:9.2f} KiB  measured "
+                      f"{got / 2**10:9.2f} KiB  ({100 * (ratio - 1):+.1f}%)", flush=True)
         return {"rows": rows}
 
 

@@ -107,7 +107,8 @@ def measure(model: nn.Module, *inputs: torch.Tensor,
 
 
 def stats_against_saved(text: str, name: str, overrides: dict[str, object] | None = None,
-                        batch: int = 2) -> dict[str, tuple[int, float]]:
+                        batch: int = 2, sizes: dict[str, int] | None = None
+                        ) -> dict[str, tuple[int, float]]:
     """`revdsl stats`' prediction of the bytes per sample kept for the backward (from shapes
     alone) against what the generated model keeps (`saved_bytes`), for the spec `text` at its
     default input sizes: {'reversible': (predicted, measured), 'baseline': (...)}."""
@@ -118,7 +119,7 @@ def stats_against_saved(text: str, name: str, overrides: dict[str, object] | Non
     from revdsl.testing import random_inputs
 
     compiled = compile_text(text, name, dict(overrides or {}))
-    sizes = free.first(free.resolve(compiled.program, None))
+    sizes = free.first(free.resolve(compiled.program, sizes))
     predicted = stats(compiled.report, sizes)
     torch.manual_seed(0)
     model = load_source(compiled.source).create_model()

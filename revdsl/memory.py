@@ -130,10 +130,13 @@ def boundaries(program: ir.Program) -> list[Boundary]:
         entry_ops, entry_saved = _stored_by(entry_roots, seen)
         for e in item.entry:
             seen.add(e.start.id)
+        # a segment that autograd does not track (no parameters, inputs without gradient)
+        # runs as plain code and keeps nothing
+        tracked = any(_needs_grad(n) for n in (*item.exits, *(e.start for e in item.entry)))
         stored = tuple(
             Stored(f"{n.stream} (segment output)", n.shape,
                    per_sample(n.shape) * BYTES_PER_ELEMENT, node=value_key(storage_of(n)))
-            for n in item.exits
+            for n in item.exits if tracked
         )
         baseline = list(entry_saved)
         step_roots: list[ir.Node] = list(entry_roots)

@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
 
 from revdsl.cli import main
 from revdsl.measure import stats_against_saved
+from revdsl.testing import RandomSpec, any_specs
 from tests.conftest import ROOT, SPECS
 
 VERIFIER = Path(__file__).resolve().parent / "verifier"
@@ -102,6 +104,31 @@ def test_stats_predicts_saved_bytes_within_10_percent(spec: str) -> None:
         assert abs(want / got - 1) < 0.10, (spec, mode, want, got, want / got)
     # and the prediction shows the point of the exercise
     assert found["reversible"][0] < found["baseline"][0]
+
+
+TEST_SPECS = sorted(p for p in (ROOT / "tests").rglob("*.rev") if "invalid" not in p.parts)
+
+
+def _within(found: dict[str, tuple[int, float]], what: str, tol: float = 0.10) -> None:
+    for mode, (want, got) in found.items():
+        if got == 0:  # nothing tracked by autograd (a program without parameters)
+            assert want == 0, (what, mode, want, got)
+            continue
+        assert abs(want / got - 1) < tol, (what, mode, want, got, want / got)
+
+
+@pytest.mark.parametrize("path", TEST_SPECS, ids=lambda p: str(p.relative_to(ROOT / "tests")))
+def test_stats_predicts_saved_bytes_for_every_test_spec(path: Path) -> None:
+    """Not only the shipped five: every accepted spec under tests/ (affine and monotone scales,
+    permutations, silos, a conv net with BatchNorm, pooling and stored transitions)."""
+    sizes = {"H": 16, "W": 16} if path.name == "symbolic_sizes.rev" else None
+    _within(stats_against_saved(path.read_text(), path.name, sizes=sizes), path.name)
+
+
+@settings(max_examples=100, deadline=None)
+@given(any_specs(invalid=False))
+def test_stats_predicts_saved_bytes_for_random_programs(spec: RandomSpec) -> None:
+    _within(stats_against_saved(spec.text, "random.rev"), spec.text)
 
 
 def test_stats_json_and_no_torch(tmp_path: Path) -> None:
