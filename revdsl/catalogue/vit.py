@@ -139,9 +139,10 @@ register(
         ],
         params=lambda s, a: 4 * s[0][-1] ** 2 + (4 if a["qkv_bias"] else 1) * s[0][-1],
         macs=_attention_macs,
-        # qkv input, q/k/v, sdpa output and logsumexp, proj input
+        # qkv input, q/k/v (one storage), sdpa output (laid out [B, N, heads, D], so proj's
+        # input is a view of it) and logsumexp (measured: saved-tensor hooks)
         saved=lambda i, o, a: [IN0, i[0], i[0], i[0], i[0],
-                               (i[0][0], to_expr(a["heads"]), tokens(i[0])), i[0]],
+                               (i[0][0], to_expr(a["heads"]), tokens(i[0]))],
     )
 )
 
