@@ -142,6 +142,7 @@ class Assign:
     targets: tuple[str, ...]
     values: tuple[Node, ...]
     head: bool = False
+    list_name: str | None = None  # `h = [a, b]`: the list whose elements the targets name
     span: Span | None = _span()
 
 

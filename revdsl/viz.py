@@ -30,6 +30,7 @@ GREEN, GREEN_LINE = "#e3f4e8", "#2e8b57"
 ORANGE, ORANGE_LINE = "#fdebd3", "#d2691e"
 RED, RED_LINE = "#fde0e0", "#c0392b"
 GREY = "#f4f4f4"
+SKIP = {"color": "#d2691e", "style": "bold", "constraint": "false", "fontcolor": "#d2691e"}
 LANES = ["#1f77b4", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#ff7f0e"]
 
 
@@ -82,6 +83,9 @@ class _Drawing:
         self.prev: str | None = None  # last node of the previous part (for the main flow)
         self.count = 0
         self.names: dict[int, str] = {n.id: n.name for n in report.program.inputs}
+        # value id -> (the drawn node that first computes it, the number of its part)
+        self.defs: dict[int, tuple[str, int]] = {}
+        self.parts = 0  # stored parts and segments drawn so far
 
     def _title(self) -> str:
         p = self.report.program
@@ -135,6 +139,7 @@ class _Drawing:
         return self.g
 
     def legend(self) -> None:
+        """Every colour and line style the picture uses, with what it means."""
         with self.g.subgraph(name="cluster_legend") as c:
             c.attr(label="legend", style="rounded", color="#999999", fontsize="10")
             c.node("legend_rev", "reversible step\n(proved invertible)", fillcolor=GREEN,
@@ -142,12 +147,67 @@ class _Drawing:
             c.node("legend_store", "stored part\n(keeps bytes/sample)", fillcolor=ORANGE,
                    color=ORANGE_LINE)
             c.node("legend_bad", "refuted step\n(reason shown)", fillcolor=RED, color=RED_LINE)
+            c.node("legend_perm", "rearrangement\n(chunk, cat, swap)", fillcolor=GREY,
+                   color="#777777")
             c.edge("legend_rev", "legend_store", style="invis")
             c.edge("legend_store", "legend_bad", style="invis")
+            c.edge("legend_bad", "legend_perm", style="invis")
+            prev = "legend_perm"
+            for key, text, attrs in (
+                ("lane", "a stream, step to step\n(one colour per stream)",
+                 {"color": LANES[0], "penwidth": "1.6"}),
+                ("read", "a step's function\nreads another stream",
+                 {"color": LANES[1], "style": "dashed", "arrowhead": "open"}),
+                ("flow", "stored parts in order", {"color": "#555555"}),
+                ("skip", "a value read again later\n(skip connection)",
+                 {k: v for k, v in SKIP.items() if k != "constraint"}),
+            ):
+                a, b = f"legend_{key}_a", f"legend_{key}_b"
+                c.node(a, "", shape="point", width="0.05")
+                c.node(b, text, shape="plaintext", style="", fontsize="9")
+                c.edge(prev, a, style="invis")
+                c.edge(a, b, **attrs)
+                prev = b
 
     def name(self, a: ir.Assign) -> None:
-        for t, v in zip(a.targets, a.values, strict=True):
-            self.names[v.id] = t
+        for i, (t, v) in enumerate(zip(a.targets, a.values, strict=True)):
+            # a list's elements are shown by their place in it (`skips[1]`)
+            self.names[v.id] = t if a.list_name is None else f"{a.list_name}[{i}]"
+
+    def label(self, a: ir.Assign) -> str:
+        if a.list_name is not None:  # a list: `skips = [skips[0], x]`
+            return f"{a.list_name} = [{', '.join(_text(v, self.names, 4) for v in a.values)}]"
+        return f"{', '.join(a.targets)} = {self.describe(a.values)}"
+
+    def define(self, node: str, values: Any) -> None:
+        for v in values:
+            self.defs.setdefault(v.id, (node, self.parts))
+
+    def skips(self, node: str, values: Any) -> None:
+        """Long edges into `node` from the parts before the previous one whose values it reads
+        (a U-Net's skip connections, a value kept across segments)."""
+        seen: set[int] = set()
+        found: dict[str, list[str]] = {}
+        stack = list(values)
+        own = {v.id for v in values}
+        while stack:
+            n = stack.pop()
+            if n.id in seen:
+                continue
+            seen.add(n.id)
+            where = self.defs.get(n.id)
+            if where is not None and n.id not in own:
+                src, part = where
+                if part < self.parts - 1:
+                    found.setdefault(src, []).append(self.names.get(n.id, ""))
+                continue
+            if isinstance(n, ir.OpNode):
+                stack.extend(n.inputs)
+            elif isinstance(n, ir.OutNode):
+                stack.append(n.source)
+        for src, names in found.items():
+            self.g.edge(src, node, label=_esc(", ".join(sorted(set(filter(None, names))))),
+                        **SKIP)
 
     def describe(self, values: tuple[ir.Node, ...]) -> str:
         if len(values) > 1 and all(isinstance(v, ir.OutNode) for v in values):
@@ -175,12 +235,16 @@ class _Drawing:
         with self.g.subgraph(name=name) as c:
             c.attr(label=f"{title} (stored)\n{kept}", style="rounded,filled", fillcolor=ORANGE,
                    color=ORANGE_LINE)
+            self.parts += 1
             for a in assigns:
-                text = f"{', '.join(a.targets)} = {self.describe(a.values)}"
+                text = self.label(a)
                 node = self.nid("a")
                 c.node(node, _esc(text), fillcolor="white", color=ORANGE_LINE)
+                if a.list_name is None:  # (building a list computes nothing)
+                    self.skips(node, a.values)
                 self._flow(node)
                 self.name(a)
+                self.define(node, a.values)
 
     def stored_block(self, pb: ir.PlainBlock, b: Any) -> None:
         kept = ""
@@ -194,12 +258,15 @@ class _Drawing:
             ins = ", ".join(self.names.get(n.id, "?") for n in pb.inputs)
             lines = []
             for a in pb.assigns:
-                lines.append(f"{', '.join(a.targets)} = {self.describe(a.values)}")
+                lines.append(self.label(a))
                 self.name(a)
             node = self.nid("p")
             body = "\n".join(lines[:6] + (["..."] if len(lines) > 6 else []))
             c.node(node, _esc(f"from {ins}:\n{body}"), fillcolor="white", color=ORANGE_LINE)
+        self.parts += 1
+        self.skips(node, [v for a in pb.assigns for v in a.values])
         self._flow(node)
+        self.define(node, [v for a in pb.assigns for v in a.values])
 
     def segment(self, seg: ir.Segment, b: Any) -> None:
         steps = {(s.block, s.index): s for s in self.report.steps if s.segment == seg.name}
@@ -211,6 +278,8 @@ class _Drawing:
             entry = self.nid("e")
             c.node(entry, _esc("streams " + ", ".join(e.stream for e in seg.entry)),
                    shape="cds", fillcolor="white", color=GREEN_LINE)
+            self.parts += 1
+            self.skips(entry, [e.node for e in seg.entry])
             self._flow(entry)
             for e in seg.entry:
                 self.last[e.stream] = entry
@@ -225,6 +294,7 @@ class _Drawing:
                 if src:
                     self.g.edge(src, out, color=self.lane(n.stream), penwidth="1.6")
                 self.names[n.id] = n.stream
+            self.define(out, seg.exits)
             self.prev = out
 
     def block(self, parent: Any, run: list[ir.Block], steps: dict[tuple[int, int], StepProof]

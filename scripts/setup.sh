@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a development environment in .venv: torch (unless one is already there), revdsl and its
-# test tools, and graphviz's `dot` for `revdsl viz`.
+# test tools, graphviz's `dot` for `revdsl viz`, and headless Chromium for its browser test.
 #
 #   TORCH_SPEC   what to install for torch when the venv has none (default: torch==2.13.0, the CPU
 #                wheel on this machine). GPU users: create .venv and install your torch build first,
@@ -35,6 +35,19 @@ if ! command -v dot >/dev/null 2>&1; then
             >/dev/null 2>&1 || echo "warning: could not install graphviz" >&2
     else
         echo "warning: graphviz's 'dot' is not installed (apt-get install graphviz); revdsl viz can still write .dot" >&2
+    fi
+fi
+# headless Chromium, for the test that opens `revdsl viz`'s SVG in a browser (tests only)
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+            || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)) \
+            >/dev/null 2>&1 || echo "warning: could not install chromium (the viz browser test needs it)" >&2
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+            >/dev/null 2>&1 || echo "warning: could not install chromium" >&2
+    else
+        echo "warning: chromium is not installed (apt-get install chromium); the viz browser test needs it" >&2
     fi
 fi
 echo "revdsl is set up in .venv ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"

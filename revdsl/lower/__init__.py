@@ -364,7 +364,7 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin):
             self._check_ident(name, s.targets[0].span, "value")
             self._emit(ir.Assign(targets=tuple(f"{name}{i}" for i in range(len(values[0]))),
                                  values=tuple(v.node for v in values[0]), head=self.in_head,
-                                 span=s.span))
+                                 list_name=name, span=s.span))
             self.bind(name, values[0])
             return
         if not tensors:
