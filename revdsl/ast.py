@@ -287,6 +287,26 @@ class StreamDecl(Stmt):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Param:
+    """A function's parameter, with its default (a compile-time value) when given."""
+
+    name: str
+    default: Expr | None = None
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FuncDef(Stmt):
+    """`def name(params) { statements; return values }`: expanded at each call."""
+
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    returns: tuple[Expr, ...]
+    name_span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Head(Stmt):
     """`head {..}`: the statements that make up `forward_head`."""
 

@@ -265,6 +265,20 @@ class Program:
     span: Span | None = _span()
     # positioned warnings found while elaborating (a segment left with no blocks, say)
     warnings: tuple[Any, ...] = ()
+    # user functions: (name, the definition's span, the spans of its calls)
+    functions: tuple[tuple[str, Span | None, tuple[Span | None, ...]], ...] = ()
+
+    def in_function(self, span: Span | None) -> str | None:
+        """A note for a diagnostic inside a function's body: which calls reach it."""
+        if span is None:
+            return None
+        for name, where, calls in self.functions:
+            if where is not None and where.line <= span.line <= where.end_line:
+                lines = ", ".join(str(c.line) for c in calls if c is not None) or "nowhere"
+                return (f"in function '{name}' (line {where.line}), expanded at its "
+                        f"call{'s' if len(calls) != 1 else ''} on line"
+                        f"{'s' if len(calls) != 1 else ''} {lines}")
+        return None
 
     @property
     def segments(self) -> tuple[Segment, ...]:

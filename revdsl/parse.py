@@ -295,6 +295,26 @@ class _ToAst(Transformer):
     def head_stmt(self, meta: Any, ch: list[Any]) -> ast.Head:
         return ast.Head(body=ch[0], span=self._span(meta))
 
+    def func_param(self, meta: Any, ch: list[Any]) -> ast.Param:
+        return ast.Param(name=str(ch[0]), default=ch[1] if len(ch) > 1 else None,
+                         span=self._span(meta))
+
+    def func_params(self, meta: Any, ch: list[Any]) -> list[ast.Param]:
+        return [c for c in ch if isinstance(c, ast.Param)]
+
+    def func_body(self, meta: Any, ch: list[Any]) -> tuple[list[ast.Stmt], list[ast.Expr]]:
+        stmts = [c for c in ch if isinstance(c, ast.Stmt)]
+        returns = [c for c in ch if isinstance(c, ast.Expr)]
+        return stmts, returns
+
+    def func_def(self, meta: Any, ch: list[Any]) -> ast.FuncDef:
+        name = ch[0]
+        params = ch[1] or []
+        stmts, returns = ch[2]
+        return ast.FuncDef(name=str(name), params=tuple(params), body=tuple(stmts),
+                           returns=tuple(returns), name_span=self._tok(name),
+                           span=self._span(meta))
+
     # -- expressions
     def number(self, meta: Any, ch: list[Any]) -> ast.Number:
         return ast.Number(value=_number(str(ch[0])), text=str(ch[0]), span=self._span(meta))

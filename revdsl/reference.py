@@ -226,6 +226,30 @@ class Reference(nn.Module):
     def s_Head(self, s: ast.Head) -> None:
         self._body(s.body.stmts)
 
+    def s_FuncDef(self, s: ast.FuncDef) -> None:
+        self.env[s.name] = s
+
+    def _call_user(self, d: ast.FuncDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """A user function: its body run in a fresh copy of the names, its parameters bound
+        (positionally, by keyword, else their defaults), the caller's names restored after."""
+        saved, phase = self.env, self.phase
+        local = dict(saved)
+        for i, p in enumerate(d.params):
+            if i < len(args):
+                local[p.name] = args[i]
+            elif p.name in kwargs:
+                local[p.name] = kwargs[p.name]
+            else:
+                assert p.default is not None, f"{d.name}: no value for {p.name}"
+                local[p.name] = self.ev(p.default)
+        self.env, self.phase = local, None  # (its names are its own, not a phase's streams)
+        try:
+            self._body(d.body)
+            results = [self.ev(r) for r in d.returns]
+        finally:
+            self.env, self.phase = saved, phase
+        return results[0] if len(results) == 1 else tuple(results)
+
     def s_For(self, s: ast.For) -> None:
         for v in self.ev(s.iter):
             self.env[s.var] = v
@@ -378,6 +402,8 @@ class Reference(nn.Module):
     def e_Call(self, e: ast.Call) -> Any:
         args = [self.ev(a) for a in e.args]
         kwargs = {k.name: self.ev(k.value) for k in e.kwargs}
+        if isinstance(self.env.get(e.func), ast.FuncDef):
+            return self._call_user(self.env[e.func], args, kwargs)
         has_tensor = any(isinstance(a, torch.Tensor) for a in args) or any(
             isinstance(a, list) and any(isinstance(x, torch.Tensor) for x in a) for a in args)
         if e.func in _BUILTINS and not (catalogue.get(e.func) and has_tensor):

@@ -135,9 +135,19 @@ def verify(program: ir.Program, graph: nx.DiGraph | None = None) -> Report:
     steps: list[StepProof] = []
     for seg in program.segments:
         steps.extend(_verify_segment(program, seg, g))
+    if program.functions:  # an error inside a function's body says which calls reach it
+        steps = [replace(s, errors=tuple(_in_function(program, e) for e in s.errors))
+                 if s.errors else s for s in steps]
     return Report(program=program, graph=g, steps=tuple(steps),
                   boundaries=tuple(boundaries(program)), checks=tuple(op_checks(program)),
                   warnings=(*program.warnings, *unused_layers(program, g)))
+
+
+def _in_function(program: ir.Program, e: RevdslError) -> RevdslError:
+    note = program.in_function(e.span)
+    if note is None:
+        return e
+    return type(e)(e.message, e.span, (*e.notes, note))
 
 
 def op_checks(program: ir.Program) -> list[RevdslError]:

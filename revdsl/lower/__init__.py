@@ -25,6 +25,7 @@ from revdsl import ast, ir
 from revdsl.errors import SpecNameError, SpecTypeError, SpecWarning
 from revdsl.lower.apply import ApplyMixin
 from revdsl.lower.consteval import _CT_FUNCS, ExprMixin, _coerce_override, _kind, _line
+from revdsl.lower.functions import Frame, FunctionMixin
 from revdsl.lower.naming import NamingMixin
 from revdsl.lower.segments import SegmentMixin
 from revdsl.lower.values import TVal, _Block, _Phase, _Plain, _Segment
@@ -36,7 +37,7 @@ from revdsl.source import Span
 RESERVED = MODULE_ATTRIBUTES | {"torch", "nn", "F", "math"}
 
 
-class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin):
+class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin, FunctionMixin):
     """Runs a spec at compile time into an `ir.Program` (statements here; expressions, segments,
     op application and naming in the mixins of this package)."""
 
@@ -48,6 +49,8 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin):
         self.used_overrides: set[str] = set()
         self._ids = itertools.count()
         self.scopes: list[dict[str, Any]] = [{}]
+        self.calls: list[Frame] = []  # user functions being expanded, innermost last
+        self.function_calls: dict[str, tuple[Span | None, list[Span | None]]] = {}
         self.params: list[ir.Param] = []
         self.options: list[ir.Option] = []
         self.inputs: list[ir.InputNode] = []
@@ -81,8 +84,13 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin):
 
     def lookup(self, name: str, span: Span | None) -> Any:
         for level in range(len(self.scopes) - 1, -1, -1):
-            if name in self.scopes[level]:
+            if name in self.scopes[level] and not self.hidden(level):
                 return self.scopes[level][name], level
+        if self.calls:
+            raise SpecNameError(
+                f"unknown name '{name}' in function '{self.calls[-1].name}'", span,
+                ["a function sees its parameters, its own values and the names defined before "
+                 "it at the top level; pass anything else as an argument"])
         if name in self.block_locals:
             made, block = self.block_locals[name]
             raise SpecNameError(
@@ -186,6 +194,8 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin):
             model_modules=tuple(model_modules),
             overrides=tuple(sorted(self.overrides.items())),
             warnings=tuple(self.warnings),
+            functions=tuple((name, where, tuple(calls))
+                            for name, (where, calls) in self.function_calls.items()),
         )
 
     def _first_span(self) -> Span | None:
@@ -346,6 +356,9 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin):
     # -- assignments
 
     def s_Assign(self, s: ast.Assign) -> None:
+        if self.calls:
+            self.fn_assign(s)
+            return
         if self.seg is not None and not self.entry_mode:
             self._seg_assign(s)
             return
@@ -397,6 +410,9 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin):
         raise SpecTypeError(f"{n} names but {got} value{'s' if got != 1 else ''}", s.span)
 
     def s_AugAssign(self, s: ast.AugAssign) -> None:
+        if self.calls:
+            self.fn_aug(s)
+            return
         if self.seg is not None:
             self._seg_aug(s)
             return

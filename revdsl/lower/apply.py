@@ -104,11 +104,13 @@ class ApplyMixin:
                 raise SpecTypeError(f"'{name}' has no parameters to name with `as`", span)
             self._check_ident(alias, span, "layer")
         attr_items = tuple(sorted(attrs.items()))
+        base = self.layer_base(alias or opdef.default_name or name)  # type: ignore[attr-defined]
+        if self.calls:  # type: ignore[attr-defined]
+            alias = None  # named after the call, numbered if the call repeats in one scope
         node = ir.OpNode(id=self.nid(), shape=first, span=span, op=name, inputs=tuple(inputs),
                          attrs=attr_items, module=alias, n_out=n_out, out_shapes=out_shapes,
                          problem=problem)
         if opdef.has_module:
-            base = alias or opdef.default_name or name
             record = (node, base, span)
             if self.blk is not None:
                 self.blk.modules.append(record)

@@ -225,6 +225,15 @@ class ExprMixin:
         return self.ev(e.then) if self.ct_bool(e.cond) else self.ev(e.other)
 
     def e_Call(self, e: ast.Call) -> Any:
+        fn = self.user_function(e.func)  # type: ignore[attr-defined]
+        if fn is not None:
+            kw: dict[str, Any] = {}
+            for k in e.kwargs:
+                if k.name in kw:
+                    raise SpecNameError(f"argument '{k.name}' is given twice", k.span)
+                kw[k.name] = self.ev(k.value)
+            return self.call_function(  # type: ignore[attr-defined]
+                fn, e, [self.ev(a) for a in e.args], kw)
         opdef = catalogue.get(e.func)
         if opdef is not None and opdef.internal:
             opdef = None  # the compiler's own (a simultaneous assignment's permutation)
