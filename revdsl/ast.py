@@ -287,6 +287,17 @@ class StreamDecl(Stmt):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ExternDecl(Stmt):
+    """`extern name "pkg.module.Class" : [dims], ... -> [dims], ...`: a user module."""
+
+    name: str
+    path: str
+    inputs: tuple[tuple[Expr, ...], ...]
+    outputs: tuple[tuple[Expr, ...], ...]
+    path_span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Param:
     """A function's parameter, with its default (a compile-time value) when given."""
 

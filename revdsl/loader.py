@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import linecache
+import os
 import pickle
 import sys
 import threading
@@ -67,6 +68,9 @@ def load_source(source: str, name: str | None = None) -> types.ModuleType:
     module.__file__ = filename
     module.__revdsl_source__ = source  # type: ignore[attr-defined]
     sys.modules[modname] = module
+    if "`extern` declarations" in source and "" not in sys.path and os.getcwd() not in sys.path:
+        # the user modules it imports are found as `python -m` would: from the current directory
+        sys.path.append(os.getcwd())
     exec(compile(source, filename, "exec"), module.__dict__)
     _make_picklable(module, source, modname)
     return module

@@ -295,6 +295,17 @@ class _ToAst(Transformer):
     def head_stmt(self, meta: Any, ch: list[Any]) -> ast.Head:
         return ast.Head(body=ch[0], span=self._span(meta))
 
+    def extern_shape(self, meta: Any, ch: list[Any]) -> tuple[ast.Expr, ...]:
+        return tuple(ch)
+
+    def extern_shapes(self, meta: Any, ch: list[Any]) -> list[tuple[ast.Expr, ...]]:
+        return list(ch)
+
+    def extern_decl(self, meta: Any, ch: list[Any]) -> ast.ExternDecl:
+        return ast.ExternDecl(name=str(ch[0]), path=str(ch[1])[1:-1], inputs=tuple(ch[2]),
+                              outputs=tuple(ch[3]), path_span=self._tok(ch[1]),
+                              span=self._span(meta))
+
     def func_param(self, meta: Any, ch: list[Any]) -> ast.Param:
         return ast.Param(name=str(ch[0]), default=ch[1] if len(ch) > 1 else None,
                          span=self._span(meta))

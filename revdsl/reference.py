@@ -131,6 +131,10 @@ def _runtime_class(name: str) -> type[nn.Module]:
         return getattr(nn, name[3:])  # type: ignore[no-any-return]
     import importlib
 
+    if "." in name:  # an extern: a user's module, by import path
+        module, _, cls = name.rpartition(".")
+        return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
     from revdsl.runtime_src import RUNTIME_FILES
 
     for fname in RUNTIME_FILES:  # every runtime file, as code generation knows them
@@ -228,6 +232,17 @@ class Reference(nn.Module):
 
     def s_FuncDef(self, s: ast.FuncDef) -> None:
         self.env[s.name] = s
+
+    def s_ExternDecl(self, s: ast.ExternDecl) -> None:
+        self.env[s.name] = s
+
+    def _call_extern(self, d: ast.ExternDecl, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """A user's module, built from the call's keyword arguments, applied to its tensors."""
+        attrs = {"path": d.path, "kwargs": tuple(sorted(kwargs.items())), "out": ()}
+        opdef = catalogue.get("extern")
+        assert opdef is not None
+        layer = self._layer(opdef, list(args), attrs)
+        return layer(*args)
 
     def _call_user(self, d: ast.FuncDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """A user function: its body run in a fresh copy of the names, its parameters bound
@@ -404,6 +419,8 @@ class Reference(nn.Module):
         kwargs = {k.name: self.ev(k.value) for k in e.kwargs}
         if isinstance(self.env.get(e.func), ast.FuncDef):
             return self._call_user(self.env[e.func], args, kwargs)
+        if isinstance(self.env.get(e.func), ast.ExternDecl):
+            return self._call_extern(self.env[e.func], args, kwargs)
         has_tensor = any(isinstance(a, torch.Tensor) for a in args) or any(
             isinstance(a, list) and any(isinstance(x, torch.Tensor) for x in a) for a in args)
         if e.func in _BUILTINS and not (catalogue.get(e.func) and has_tensor):

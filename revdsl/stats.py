@@ -44,6 +44,7 @@ class Stats:
     model: str
     parts: list[Part]
     batch: int = 1
+    externs: list[str] = field(default_factory=list)  # user modules: not counted here
 
     @property
     def params(self) -> int:
@@ -64,7 +65,7 @@ class Stats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "model": self.model, "batch": self.batch, "params": self.params,
-            "macs_per_sample": self.macs,
+            "macs_per_sample": self.macs, "uncounted_externs": self.externs,
             "stored_bytes_per_sample": {"reversible": self.stored, "baseline": self.baseline},
             "parts": [
                 {"name": p.name, "kind": p.kind, "params": p.params, "macs_per_sample": p.macs,
@@ -90,6 +91,8 @@ def _op_cost(node: ir.OpNode) -> tuple[sympy.Expr, sympy.Expr]:
     assert opdef is not None
     attrs = node.attr_dict
     shapes = [c.shape for c in node.inputs]
+    if node.op == "extern":  # a user's module: its parameters are counted once it is built
+        return sympy.Integer(0), sympy.Integer(0)
     params = to_expr(opdef.params(shapes, attrs)) if opdef.has_module else sympy.Integer(0)
     macs = to_expr(opdef.macs(shapes, list(node.out_shapes), attrs))
     return params, macs / B if macs.has(B) else macs
@@ -137,7 +140,8 @@ def stats(report: Report, sizes: dict[str, int] | None = None) -> Stats:
             stored=_num(kept, program, sizes),
             baseline=_num(base, program, sizes),
         ))
-    return Stats(model=program.name, parts=parts)
+    externs = sorted({str(n.attr_dict["path"]) for n in ir.op_nodes(program) if n.op == "extern"})
+    return Stats(model=program.name, parts=parts, externs=externs)
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -171,6 +175,9 @@ def format_table(st: Stats, batch: int = 1) -> str:
     lines.append(f"{st.model}: {st.params:,} parameters, {st.macs / 1e9:.3f} GMACs per sample; "
                  f"activations kept for the backward {per}: {_mib(st.stored * batch)} reversible "
                  f"vs {_mib(st.baseline * batch)} plain autograd ({ratio:.1f}x less)")
+    if st.externs:
+        lines.append("not counted: the parameters, MACs and activations of the extern modules "
+                     f"{', '.join(st.externs)} (revdsl knows them only by import path)")
     return "\n".join(lines)
 
 

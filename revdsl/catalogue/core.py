@@ -438,3 +438,25 @@ register(
         saved=lambda i, o, a: [(i[0][0],)] if a["rate"] else [],
     )
 )
+
+# ---- user modules -----------------------------------------------------------------------------
+
+
+def _extern_params(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Any:
+    raise KeyError("an extern module's parameters are known only when it is built")
+
+
+register(
+    OpDef(
+        name="extern",
+        doc="(written through an `extern` declaration) a user's nn.Module, built with the call's "
+        "keyword arguments; an opaque function to the verifier",
+        kind="module", module="extern", inputs="*", internal=True,
+        module_for=lambda a: str(a["path"]),
+        shape=lambda s, a: a["out"][0] if len(a["out"]) == 1 else tuple(a["out"]),
+        n_outputs=lambda a: len(a["out"]),
+        ctor=lambda s, a: [(k, v) for k, v in a["kwargs"]], ctor_positional=0,
+        params=_extern_params,
+        saved=lambda i, o, a: [IN0],  # (unknown: at least its input, as any layer keeps)
+    )
+)

@@ -38,6 +38,7 @@ class _Generator(HeaderMixin, BlocksMixin, DedupMixin, ModelMixin):
         self.program = program
         self.report = report
         self.runtime: set[str] = {"ReversibleSegment", "init_weights", "Couple", "check_input"}
+        self.externs: set[str] = set()  # user modules (import paths of their classes)
         self.templates: list[Template] = []
         self.segment_plans: dict[str, list[tuple[Template, BlockCode]]] = {}
         self.options_of: dict[str, list[str]] = {}

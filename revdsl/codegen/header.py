@@ -21,7 +21,9 @@ class HeaderMixin:
         assert opdef is not None
         if opdef.module:
             cls = opdef.module_class(dict(node.attrs))
-            if not cls.startswith("nn."):
+            if node.op == "extern":  # a user's module: imported, not copied
+                self.externs.add(cls)
+            elif not cls.startswith("nn."):
                 self.runtime.add(cls)
         self.runtime.update(opdef.runtime)
 
@@ -58,6 +60,12 @@ class HeaderMixin:
         if "torch.utils.checkpoint" in body:
             e.line("import torch.utils.checkpoint")
         e.line("from torch import nn")
+        if self.externs:
+            e.blank()
+            e.line("# user modules named by the spec's `extern` declarations: this file needs them "
+                   "importable")
+            for module in sorted({c.rsplit(".", 1)[0] for c in self.externs}):
+                e.line(f"import {module}")
 
     def _summary(self) -> list[str]:
         p = self.program

@@ -51,7 +51,13 @@ class ModelMixin:
                 for a in args:
                     e.line(f"self.{a.name} = {a.name}")
                 self._members(e)
-                e.line("self.apply(init_weights)")
+                if self.externs:  # user modules keep their own initialisation
+                    self.runtime.add("init_weights_outside")
+                    classes = sorted(self.externs)
+                    keep = f"({classes[0]},)" if len(classes) == 1 else f"({', '.join(classes)})"
+                    e.line(f"init_weights_outside(self, {keep})")
+                else:
+                    e.line("self.apply(init_weights)")
             self._forwards(e)
             if p.segments:
                 self._guard_methods(e)

@@ -25,6 +25,7 @@ from revdsl import ast, ir
 from revdsl.errors import SpecNameError, SpecTypeError, SpecWarning
 from revdsl.lower.apply import ApplyMixin
 from revdsl.lower.consteval import _CT_FUNCS, ExprMixin, _coerce_override, _kind, _line
+from revdsl.lower.externs import ExternMixin
 from revdsl.lower.functions import Frame, FunctionMixin
 from revdsl.lower.naming import NamingMixin
 from revdsl.lower.segments import SegmentMixin
@@ -37,7 +38,8 @@ from revdsl.source import Span
 RESERVED = MODULE_ATTRIBUTES | {"torch", "nn", "F", "math"}
 
 
-class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin, FunctionMixin):
+class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin, FunctionMixin,
+                  ExternMixin):
     """Runs a spec at compile time into an `ir.Program` (statements here; expressions, segments,
     op application and naming in the mixins of this package)."""
 

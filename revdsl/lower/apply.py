@@ -111,16 +111,7 @@ class ApplyMixin:
                          attrs=attr_items, module=alias, n_out=n_out, out_shapes=out_shapes,
                          problem=problem)
         if opdef.has_module:
-            record = (node, base, span)
-            if self.blk is not None:
-                self.blk.modules.append(record)
-            elif self.seg is not None and not self.entry_mode:
-                blk = self._ensure_block(span)
-                blk.modules.append(record)
-            elif self.plain is not None:
-                self.plain.modules.append(record)
-            else:
-                self.model_modules.append(record)
+            self.record_module(node, base, span)
         level = len(self.scopes) - 1
         if n_out > 1:
             return tuple(
@@ -128,6 +119,19 @@ class ApplyMixin:
                 for i, s in enumerate(out_shapes)
             )
         return TVal(node, level)
+
+    def record_module(self, node: ir.OpNode, base: str, span: Span | None) -> None:
+        """A layer, in the part that builds it (a block, a stored block, or the model)."""
+        record = (node, base, span)
+        if self.blk is not None:
+            self.blk.modules.append(record)
+        elif self.seg is not None and not self.entry_mode:
+            blk = self._ensure_block(span)
+            blk.modules.append(record)
+        elif self.plain is not None:
+            self.plain.modules.append(record)
+        else:
+            self.model_modules.append(record)
 
     def _check_attrs(self, opdef: OpDef, given: dict[str, Any], span: Span | None,
                      kw_spans: dict[str, Span | None]) -> dict[str, Any]:

@@ -226,14 +226,17 @@ class ExprMixin:
 
     def e_Call(self, e: ast.Call) -> Any:
         fn = self.user_function(e.func)  # type: ignore[attr-defined]
-        if fn is not None:
+        if fn is not None or self.user_extern(e.func) is not None:  # type: ignore[attr-defined]
             kw: dict[str, Any] = {}
             for k in e.kwargs:
                 if k.name in kw:
                     raise SpecNameError(f"argument '{k.name}' is given twice", k.span)
                 kw[k.name] = self.ev(k.value)
-            return self.call_function(  # type: ignore[attr-defined]
-                fn, e, [self.ev(a) for a in e.args], kw)
+            args = [self.ev(a) for a in e.args]
+            if fn is None:
+                return self.apply_extern(  # type: ignore[attr-defined]
+                    self.user_extern(e.func), e, args, kw)  # type: ignore[attr-defined]
+            return self.call_function(fn, e, args, kw)  # type: ignore[attr-defined]
         opdef = catalogue.get(e.func)
         if opdef is not None and opdef.internal:
             opdef = None  # the compiler's own (a simultaneous assignment's permutation)

@@ -85,6 +85,16 @@ class FunctionMixin:
                 return value if isinstance(value, Function) else None
         return None
 
+    def user_extern(self, name: str) -> Any:
+        """The extern module `name` refers to here, if it is one."""
+        from revdsl.lower.externs import Extern
+
+        for level in range(len(self.scopes) - 1, -1, -1):
+            if not self.hidden(level) and name in self.scopes[level]:
+                value = self.scopes[level][name]
+                return value if isinstance(value, Extern) else None
+        return None
+
     def hidden(self, level: int) -> bool:
         """Whether scope `level` is out of reach of the function body being expanded."""
         return bool(self.calls) and self.calls[-1].level < level < self.calls[-1].scope

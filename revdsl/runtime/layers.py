@@ -182,3 +182,26 @@ def depth_to_space(x: torch.Tensor, factor: int, pixel_major: bool = False) -> t
         x = x.reshape(b, factor * factor, c // (factor * factor), h, w).transpose(1, 2).reshape(
             b, c, h, w)
     return F.pixel_shuffle(x, factor)
+
+
+def init_weights(module: nn.Module) -> None:
+    """ViT-style initialisation: truncated-normal(0.02) linear weights, zero biases, unit norms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def init_weights_outside(model: nn.Module, keep: tuple[type, ...]) -> None:
+    """`init_weights` on every layer except those inside a module of a class in `keep` (a
+    spec's extern modules keep the initialisation their authors gave them)."""
+    skip: set[int] = set()
+    for m in model.modules():
+        if isinstance(m, keep):
+            skip.update(id(x) for x in m.modules())
+    for m in model.modules():
+        if id(m) not in skip:
+            init_weights(m)

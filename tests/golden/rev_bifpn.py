@@ -689,17 +689,6 @@ class DropPath(nn.Module):
         return f"rate={self.rate}"
 
 
-def init_weights(module: nn.Module) -> None:
-    """ViT-style initialisation: truncated-normal(0.02) linear weights, zero biases, unit norms."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
 def check_input(name: str, x: torch.Tensor, shape: tuple[int | str | None, ...],
                 sizes: dict[str, int] | None = None,
                 allowed: dict[str, tuple[int, ...]] | None = None) -> None:
@@ -756,6 +745,17 @@ def space_to_depth(x: torch.Tensor, factor: int, pixel_major: bool = False) -> t
         b, _, h, w = y.shape
         y = y.reshape(b, x.shape[1], factor * factor, h, w).transpose(1, 2).reshape(b, -1, h, w)
     return y
+
+
+def init_weights(module: nn.Module) -> None:
+    """ViT-style initialisation: truncated-normal(0.02) linear weights, zero biases, unit norms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
 
 
 class ConvBNAct(nn.Module):

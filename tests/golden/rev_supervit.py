@@ -679,17 +679,6 @@ class DropPath(nn.Module):
         return f"rate={self.rate}"
 
 
-def init_weights(module: nn.Module) -> None:
-    """ViT-style initialisation: truncated-normal(0.02) linear weights, zero biases, unit norms."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
 def check_input(name: str, x: torch.Tensor, shape: tuple[int | str | None, ...],
                 sizes: dict[str, int] | None = None,
                 allowed: dict[str, tuple[int, ...]] | None = None) -> None:
@@ -808,6 +797,17 @@ class ClassToken(nn.Module):
         if self.position == "last":
             return torch.cat([x, token], dim=1)
         return torch.cat([token, x], dim=1)
+
+
+def init_weights(module: nn.Module) -> None:
+    """ViT-style initialisation: truncated-normal(0.02) linear weights, zero biases, unit norms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
 
 
 class MultiPosEmbed(nn.Module):
