@@ -131,3 +131,40 @@ def test_a_function_inside_a_coupling_is_verified_as_expanded() -> None:
     assert rendered.startswith("f.rev:4:21: error: b is updated by a function that reads b"), \
         rendered
     assert "in function 'f' (line 3), expanded at its call on line 8" in rendered, rendered
+
+
+def test_an_extern_module_is_imported_and_keeps_its_initialisation() -> None:
+    import revdsl
+
+    text = (HERE / "extern.rev").read_text()
+    compiled = compile_text(text, "extern.rev")
+    src = compiled.source
+    assert "import tests.language.ext_modules" in src
+    assert "self.gated1 = tests.language.ext_modules.GatedMlp(dim=8, hidden=16)" in src
+    model = revdsl.load(text).create_model()
+    # revdsl's ViT initialisation (std 0.02) stays out of the user's module (std 0.3 there)
+    std = model.body.blocks[0].gated1.out.weight.std().item()
+    assert 0.2 < std < 0.4, std
+    assert compiled.report.ok and len(compiled.report.steps) == 4
+
+
+EXT = BASE + 'extern g "tests.language.ext_modules.GatedMlp" : [B, N, C] -> [B, N, C]\n'
+
+
+@pytest.mark.parametrize("text, where, words", [
+    (BASE + 'extern g "not a path" : [B, N] -> [B, N]\noutput x\n', (3, 10),
+     "'not a path' is not an import path"),
+    (BASE + 'extern g "a.B" : [B, N] -> [B, M]\noutput x\n', (3, 32),
+     "the output dimension M of 'g' does not appear in its inputs"),
+    (EXT + "y = g(x, x)\noutput y\n", (4, 5), "'g' takes 1 tensor"),
+    (EXT + "y = g(x, dim=x)\noutput y\n", (4, 5), "argument 'dim' of extern 'g' must be"),
+    (BASE.replace("[B, 4, 8]", "[B, 4]") + 'extern g "a.B" : [B, N, C] -> [B, N, C]\n'
+     "y = g(x)\noutput y\n", (4, 5), "'g' input 1: declared [B, N, C], got [B, 4]"),
+    (BASE + 'extern linear "a.B" : [B, N] -> [B, N]\noutput x\n', (3, 1),
+     "'linear' is already an op"),
+])
+def test_extern_errors_name_the_place(text: str, where: tuple[int, int], words: str) -> None:
+    err = _error(text)
+    errors = list(err) if hasattr(err, "errors") else [err]
+    assert any(e.span is not None and (e.span.line, e.span.column) == where
+               and words in e.message for e in errors), [e.render() for e in errors]
