@@ -198,6 +198,7 @@ class InputDecl(Stmt):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutputDecl(Stmt):
     name: str
+    more: tuple[str, ...] = ()  # `output a, b, c`: the names after the first
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -140,7 +140,9 @@ def _run(model: torch.nn.Module, xs: list[torch.Tensor], seed: int, **options: A
     xs = [x.detach().clone().requires_grad_(True) for x in xs]
     torch.manual_seed(seed)
     out = model(*xs, **options)
-    out.square().mean().backward()
+    outs = out if isinstance(out, tuple) else (out,)  # (`output a, b`: every output counts)
+    sum(o.square().mean() for o in outs).backward()
+    out = torch.cat([o.detach().flatten() for o in outs])
     grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
     return out.detach(), grads, [x.grad for x in xs]
 

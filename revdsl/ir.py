@@ -260,6 +260,8 @@ class Program:
     items: tuple[Item, ...]
     output: Node
     output_name: str
+    # `output a, b`: the outputs after the first (forward returns them all, as a tuple)
+    more_outputs: tuple[tuple[str, Node], ...] = ()
     model_modules: tuple[tuple[str, OpNode], ...]
     overrides: tuple[tuple[str, Any], ...] = ()
     span: Span | None = _span()
@@ -343,7 +345,7 @@ def walk(roots: tuple[Node, ...] | list[Node], stop: set[int] | None = None) -> 
 
 def op_nodes(program: Program) -> list[OpNode]:
     """Every op application in the program (stems, steps, blocks, head), in a fixed order."""
-    roots: list[Node] = [program.output]
+    roots: list[Node] = [program.output, *(n for _, n in program.more_outputs)]
     for item in program.items:
         if isinstance(item, Assign):
             roots.extend(item.values)

@@ -225,7 +225,8 @@ class _ToAst(Transformer):
         return ast.InputDecl(name=str(ch[0]), dims=tuple(ch[1:]), span=self._span(meta))
 
     def output_decl(self, meta: Any, ch: list[Any]) -> ast.OutputDecl:
-        return ast.OutputDecl(name=str(ch[0]), span=self._span(meta))
+        return ast.OutputDecl(name=str(ch[0]), more=tuple(str(c) for c in ch[1:]),
+                              span=self._span(meta))
 
     # -- statements
     def target(self, meta: Any, ch: list[Any]) -> ast.Target:

@@ -225,7 +225,8 @@ class Reference(nn.Module):
         self.env[s.name] = self.inputs.pop(0)
 
     def s_OutputDecl(self, s: ast.OutputDecl) -> None:
-        self.output = self.env[s.name]
+        self.output = self.env[s.name] if not s.more else tuple(
+            self.env[n] for n in (s.name, *s.more))
 
     def s_Head(self, s: ast.Head) -> None:
         self._body(s.body.stmts)

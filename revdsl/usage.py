@@ -18,7 +18,9 @@ from revdsl.source import Span
 
 def unused_layers(program: ir.Program, g: nx.DiGraph) -> list[SpecWarning]:
     """One warning per source position of a parameterised layer that cannot affect the output."""
-    used = nx.ancestors(g, program.output.id) | {program.output.id}
+    used: set[int] = set()
+    for out in (program.output, *(n for _, n in program.more_outputs)):
+        used |= nx.ancestors(g, out.id) | {out.id}
     names = {node.id: name for name, node in program.model_modules}
     for item in program.items:
         for block in getattr(item, "blocks", ()):

@@ -168,3 +168,15 @@ def test_extern_errors_name_the_place(text: str, where: tuple[int, int], words: 
     errors = list(err) if hasattr(err, "errors") else [err]
     assert any(e.span is not None and (e.span.line, e.span.column) == where
                and words in e.message for e in errors), [e.render() for e in errors]
+
+
+def test_several_outputs_come_back_as_a_tuple_in_order() -> None:
+    import torch
+
+    import revdsl
+
+    model = revdsl.load((HERE / "outputs.rev").read_text()).create_model()
+    logits, feats, b = model(torch.randn(2, 4, 8))
+    assert logits.shape == (2, 3) and feats.shape == (2, 4, 16) and b.shape == (2, 4, 8)
+    err = _error(BASE + "output x, y\n")
+    assert "unknown name 'y'" in err.message

@@ -175,7 +175,10 @@ class ModelMixin:
         ee = ExprEmitter(modules, names, taken=taken | {o.name for o in opts})
         with body.indented():
             self._statements(body, feats, ee)
-        live = _live_into(head, ee.names) if head else [p.output]
+        outputs = [p.output, *(n for _, n in p.more_outputs)]
+        live = _live_into(head, ee.names) if head else list(dict.fromkeys(outputs))
+        # an output computed before the head passes through it
+        live += [n for n in outputs if n.id in ee.names and n not in live and head]
         feat_names = [names[n.id] for n in live]
         feat_opts = [o for o in opts if o.name in body.text()]
         e.blank()
@@ -216,7 +219,7 @@ class ModelMixin:
                     hbody.line("if pre_logits:")
                     hbody.line(f"    return {ee.names[x.id]}")
                 self._statements(hbody, [last], ee)
-            hbody.line(f"return {ee.names.get(p.output.id, feat_names[0])}")
+            hbody.line("return " + ", ".join(ee.names.get(n.id, feat_names[0]) for n in outputs))
         head_opts = [o for o in opts if re.search(rf"\b{o.name}\b", hbody.text())]
         e.blank()
         e.line(f"def forward_head(self, {', '.join(feat_names)}, pre_logits: bool = False"

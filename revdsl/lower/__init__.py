@@ -60,6 +60,7 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin, FunctionMixi
         self.model_modules: list[tuple[ir.OpNode, str, Span | None]] = []
         self.model_name: str | None = None
         self.output: tuple[str, ir.Node, Span | None] | None = None
+        self.more_outputs: tuple[tuple[str, ir.Node], ...] = ()
         self.seg: _Segment | None = None
         self.blk: _Block | None = None
         self.phase: _Phase | None = None
@@ -193,6 +194,7 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin, FunctionMixi
             items=tuple(items),
             output=self.output[1],
             output_name=self.output[0],
+            more_outputs=self.more_outputs,
             model_modules=tuple(model_modules),
             overrides=tuple(sorted(self.overrides.items())),
             warnings=tuple(self.warnings),
@@ -315,13 +317,19 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin, FunctionMixi
 
     def s_OutputDecl(self, s: ast.OutputDecl) -> None:
         self._top_only(s, "`output`")
-        value, _ = self.lookup(s.name, s.span)
-        if not isinstance(value, TVal):
-            raise SpecTypeError(f"the output must be a tensor, '{s.name}' is {_kind(value)}",
-                                s.span)
+        nodes = []
+        for name in (s.name, *s.more):
+            value, _ = self.lookup(name, s.span)
+            if not isinstance(value, TVal):
+                raise SpecTypeError(f"an output must be a tensor, '{name}' is {_kind(value)}",
+                                    s.span)
+            if name in (s.name, *s.more)[: len(nodes)]:
+                raise SpecNameError(f"'{name}' is an output twice", s.span)
+            nodes.append(value.node)
         if self.output is not None:
             raise SpecNameError("`output` is declared twice", s.span)
-        self.output = (s.name, value.node, s.span)
+        self.output = (s.name, nodes[0], s.span)
+        self.more_outputs = tuple(zip(s.more, nodes[1:], strict=True))
 
     def s_Head(self, s: ast.Head) -> None:
         self._top_only(s, "`head`")
