@@ -198,6 +198,13 @@ class Reference(nn.Module):
         self._like = inputs[0] if inputs else None  # a layer without inputs takes its dtype
         self.options = options
         self.output: Any = None
+        # where a layer named with `as` is looked up (one name in one part is one layer: tied
+        # weights): the model, a stored block, or a reversible block
+        self._named: dict[tuple[Any, str], nn.Module] = {}
+        self._scope: Any = "model"
+        self._scopes = 0
+        self._in_segment = False
+        self._fn_depth = 0
         self._body(self.spec.stmts)
         return self.output
 
@@ -259,11 +266,13 @@ class Reference(nn.Module):
                 assert p.default is not None, f"{d.name}: no value for {p.name}"
                 local[p.name] = self.ev(p.default)
         self.env, self.phase = local, None  # (its names are its own, not a phase's streams)
+        self._fn_depth += 1  # (`as` inside a function names a call's layer: never tied)
         try:
             self._body(d.body)
             results = [self.ev(r) for r in d.returns]
         finally:
             self.env, self.phase = saved, phase
+            self._fn_depth -= 1
         return results[0] if len(results) == 1 else tuple(results)
 
     def s_For(self, s: ast.For) -> None:
@@ -279,8 +288,17 @@ class Reference(nn.Module):
         if s.other is not None:
             self._body(s.other.stmts)
 
+    def _new_scope(self) -> int:
+        self._scopes += 1
+        return self._scopes
+
     def s_Segment(self, s: ast.Segment) -> None:
-        self._body(s.body.stmts)
+        saved = self._scope
+        self._scope, self._in_segment = self._new_scope(), True
+        try:
+            self._body(s.body.stmts)
+        finally:
+            self._scope, self._in_segment = saved, False
         # after the segment, indexed streams s[0], s[1], ... are the list s
         arrays: dict[str, dict[int, Any]] = {}
         for key in self.streams:
@@ -292,14 +310,20 @@ class Reference(nn.Module):
         self.streams = set()
 
     def s_BlockStmt(self, s: ast.BlockStmt) -> None:
+        saved = self._scope
+        self._scope = self._new_scope()
         self._body(s.body.stmts)
+        # after a block, a segment's next steps open a new one; outside, back to where it was
+        self._scope = self._new_scope() if self._in_segment else saved
 
     def s_Repeat(self, s: ast.Repeat) -> None:
         count = self.ev(s.count)
         for v in (range(count) if isinstance(count, int) else count):
             if s.var is not None:
                 self.env[s.var] = v
+            self._scope = self._new_scope()  # one block per iteration
             self._body(s.body.stmts)
+        self._scope = self._new_scope()
 
     def s_Phase(self, s: ast.Phase) -> None:
         # every update in a phase reads the streams' values at the phase's start
@@ -428,7 +452,7 @@ class Reference(nn.Module):
             return self._call_builtin(e.func, args, kwargs)
         if e.func == "sum":
             return self._call_builtin("sum", args, kwargs)
-        return self._apply_op(e.func, args, kwargs)
+        return self._apply_op(e.func, args, kwargs, e.alias)
 
     def _call_builtin(self, func: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if func == "sum":
@@ -439,7 +463,8 @@ class Reference(nn.Module):
             return total
         return _BUILTINS[func](*args, **kwargs)
 
-    def _apply_op(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    def _apply_op(self, name: str, args: list[Any], kwargs: dict[str, Any],
+                  alias: str | None = None) -> Any:
         opdef = catalogue.get(name)
         if opdef is None:
             raise ReferenceError(f"unknown op {name}")
@@ -464,7 +489,15 @@ class Reference(nn.Module):
             return self._binop({"add": "+", "sub": "-", "mul": "*", "div": "/"}[name],
                                tensors[0], tensors[1])
         if opdef.has_module:
-            layer = self._layer(opdef, tensors, attrs)
+            key = (self._scope, alias)
+            if self._fn_depth:
+                alias = None
+            if alias is not None and key in self._named:
+                layer = self._named[key]  # the same name again: the same layer (tied)
+            else:
+                layer = self._layer(opdef, tensors, attrs)
+                if alias is not None:
+                    self._named[key] = layer
             call = {k: attrs[k] for k in opdef.call_kwargs}
             return layer(*tensors, **call)
         fn = _FUNCTIONS.get(name)

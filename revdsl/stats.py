@@ -98,17 +98,35 @@ def _op_cost(node: ir.OpNode) -> tuple[sympy.Expr, sympy.Expr]:
     return params, macs / B if macs.has(B) else macs
 
 
+def _tied(program: ir.Program) -> dict[int, int]:
+    """Node id -> the node id of the layer it applies: one name given to two calls in one part
+    is one layer (tied weights)."""
+    out: dict[int, int] = {}
+    scopes = [program.model_modules]
+    for item in program.items:
+        if isinstance(item, ir.Segment):
+            scopes.extend(b.modules for b in item.blocks)
+        elif isinstance(item, ir.PlainBlock):
+            scopes.append(item.modules)
+    for modules in scopes:
+        first: dict[str, int] = {}
+        for name, node in modules:
+            out[node.id] = first.setdefault(name, node.id)
+    return out
+
+
 def _costs(nodes: list[ir.Node], modules: set[int], program: ir.Program,
-           sizes: dict[str, int] | None) -> tuple[int, int, list[str]]:
+           sizes: dict[str, int] | None, tied: dict[int, int]) -> tuple[int, int, list[str]]:
     params = macs = 0
     ops: list[str] = []
     for n in nodes:
         if not isinstance(n, ir.OpNode):
             continue
         p, m = _op_cost(n)
-        if n.id not in modules:  # a layer applied twice has its parameters once
+        key = tied.get(n.id, n.id)
+        if key not in modules:  # a layer applied twice has its parameters once
             params += _num(p, program, sizes)
-            modules.add(n.id)
+            modules.add(key)
         macs += _num(m, program, sizes)
         ops.append(n.op)
     return params, macs, ops
@@ -122,6 +140,7 @@ def stats(report: Report, sizes: dict[str, int] | None = None) -> Stats:
     for seg in program.segments:
         seen.update(e.start.id for e in seg.entry)
     modules: set[int] = set()
+    tied = _tied(program)
     parts: list[Part] = []
     for b, kept, base in zip(report.boundaries, report.kept(), report.kept(baseline=True),
                              strict=True):
@@ -134,7 +153,7 @@ def stats(report: Report, sizes: dict[str, int] | None = None) -> Stats:
             else:
                 seen.update(n.id for n in walked)
             nodes.extend(walked)
-        p, m, ops = _costs(nodes, modules, program, sizes)
+        p, m, ops = _costs(nodes, modules, program, sizes, tied)
         parts.append(Part(
             name=b.name, kind=b.kind, params=p, macs=m, ops=ops,
             stored=_num(kept, program, sizes),

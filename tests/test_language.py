@@ -180,3 +180,23 @@ def test_several_outputs_come_back_as_a_tuple_in_order() -> None:
     assert logits.shape == (2, 3) and feats.shape == (2, 4, 16) and b.shape == (2, 4, 8)
     err = _error(BASE + "output x, y\n")
     assert "unknown name 'y'" in err.message
+
+
+def test_one_name_twice_is_one_layer() -> None:
+    """Tied weights: the generated model holds the layer once (its parameters counted once by
+    stats), both calls use it, and two different layers under one name are refused."""
+    import revdsl
+    from revdsl.pipeline import check_text
+    from revdsl.stats import stats
+
+    text = (HERE / "tied.rev").read_text()
+    src = compile_text(text, "tied.rev").source
+    assert src.count("self.proj = nn.Linear(8, 8)") == 1
+    assert src.count("self.ffn = Mlp(8, hidden=32)") == 1  # one class, one ffn per block
+    model = revdsl.load(text).create_model()
+    n = sum(p.numel() for p in model.parameters())
+    assert stats(check_text(text, "tied.rev")).params == n == 72 + 2 * (32 + 552)
+    err = _error(BASE + "y = linear(x, out=8) as proj\nz = linear(y, out=4) as proj\n"
+                 "output z\n")
+    assert err.span is not None and (err.span.line, err.span.column) == (4, 5), err.render()
+    assert "two different layers are named 'proj' in one model" in err.message, err.message

@@ -127,7 +127,7 @@ class BlocksMixin:
         if not reverse:
             tail.line(f"UNDO = {_index_tuple(order)}  "
                       "# steps that read replaced values wait for them")
-        members = [member_of(name, node) for name, node in block.modules]
+        members = [member_of(name, node) for name, node in _once(block.modules)]
         return BlockCode(block=block, kind=block.kind, head=head.text(), tail=tail.text(),
                          members=members)
 
@@ -216,7 +216,7 @@ class BlocksMixin:
             outs = [ee.names[v.id] for _, v in self._plain_outputs(pb)]
             body.line(f"return {', '.join(outs)}")
         e.raw(body.text())
-        members = [member_of(name, node) for name, node in pb.modules]
+        members = [member_of(name, node) for name, node in _once(pb.modules)]
         return BlockCode(block=pb, kind="plain", head=head, tail=e.text(), members=members)
 
     def _stream_node(self, sp: StepProof, key: str) -> ir.StreamNode:
@@ -272,6 +272,17 @@ class BlocksMixin:
                 e.line(f"delta=lambda {atoms[2:]}: {delta}{end}")
             else:
                 e.line(f"delta=None{end}")
+
+
+def _once(modules: tuple[tuple[str, ir.OpNode], ...]) -> list[tuple[str, ir.OpNode]]:
+    """Each layer once: a name given to two calls is one layer applied twice (tied weights)."""
+    seen: set[str] = set()
+    out = []
+    for name, node in modules:
+        if name not in seen:
+            seen.add(name)
+            out.append((name, node))
+    return out
 
 
 def _params(reads: tuple[str, ...], taken: set[str]) -> list[str]:

@@ -107,10 +107,15 @@ class ModelMixin:
         modules = {node.id: name for name, node in p.model_modules}
         done: set[int] = set()
 
+        built: set[str] = set()  # a name given to two calls is one layer (tied weights)
+
         def modules_in(values: tuple[ir.Node, ...]) -> None:
             for n in ir.walk(list(values)):
                 if n.id in modules and n.id not in done:
                     done.add(n.id)
+                    if modules[n.id] in built:
+                        continue
+                    built.add(modules[n.id])
                     assert isinstance(n, ir.OpNode)
                     e.line(f"self.{modules[n.id]} = {literal(member_of(modules[n.id], n))}")
 

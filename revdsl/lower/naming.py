@@ -10,6 +10,22 @@ from revdsl.errors import SpecNameError
 from revdsl.source import Span
 
 
+def _signature(node: ir.OpNode) -> tuple[object, ...]:
+    return (node.op, node.attrs, tuple(tuple(str(d) for d in c.shape) for c in node.inputs))
+
+
+def _describe(node: ir.OpNode) -> str:
+    from revdsl.shapes import fmt_shape
+
+    attrs = ", ".join(f"{k}={v}" for k, v in node.attrs)
+    ins = ", ".join(fmt_shape(c.shape) for c in node.inputs)
+    return f"{node.op}({ins}{', ' if attrs else ''}{attrs})"
+
+
+def _where(span: Span | None) -> str:
+    return str(span.line) if span is not None else "?"
+
+
 class NamingMixin:
     """Naming of the elaborator (`self` is the `_Elaborator`)."""
 
@@ -23,13 +39,23 @@ class NamingMixin:
             seen_nodes.add(node.id)
             unique.append((node, base, span))
         aliases: dict[str, Span | None] = {}
+        first: dict[str, ir.OpNode] = {}
         for node, _base, span in unique:
             if node.module is not None:
                 if node.module in aliases:
-                    raise SpecNameError(
-                        f"two layers are named '{node.module}' in one {scope}", span
-                    )
+                    # the same name twice: one layer applied twice (tied weights), when the two
+                    # calls build the same layer
+                    other = first[node.module]
+                    if _signature(other) != _signature(node):
+                        raise SpecNameError(
+                            f"two different layers are named '{node.module}' in one {scope} "
+                            f"(line {_where(aliases[node.module])} builds "
+                            f"{_describe(other)}, this one {_describe(node)})", span,
+                            ["one name used twice shares one layer (tied weights): both calls "
+                             "must build the same layer (op, attributes and input shape)"])
+                    continue
                 aliases[node.module] = span
+                first[node.module] = node
         counts: dict[str, int] = {}
         for node, base, _ in unique:
             if node.module is None:
