@@ -82,6 +82,16 @@ _FUNCTIONS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
     "gelu": lambda x, a: F.gelu(x[0]),
     "softplus": lambda x, a: torch.log1p(torch.exp(x[0])),
     "leaky_relu": lambda x, a: torch.where(x[0] >= 0, x[0], x[0] * a.get("slope", 0.01)),
+    "softmax": lambda x, a: torch.exp(x[0] - x[0].amax(dim=a["dim"], keepdim=True)) / torch.exp(
+        x[0] - x[0].amax(dim=a["dim"], keepdim=True)).sum(dim=a["dim"], keepdim=True),
+    "reshape": lambda x, a: x[0].reshape(x[0].shape[0], *[int(d) for d in _seq(a["shape"])]),
+    "permute": lambda x, a: x[0].permute(*[int(d) for d in _seq(a["dims"])]),
+    "flip": lambda x, a: torch.flip(x[0], dims=[int(d) for d in _seq(a["dims"])]),
+    "roll": lambda x, a: torch.roll(x[0], shifts=[int(d) for d in _seq(a["shifts"])],
+                                    dims=[int(d) for d in _seq(a["dims"])]),
+    "window_partition": lambda x, a: _windows(x[0], int(a["window"])),
+    "window_reverse": lambda x, a: _unwindow(x[0], int(a["window"]), int(a["height"]),
+                                             int(a["width"])),
     "softsign": lambda x, a: x[0] / (1 + x[0].abs()),
     "hardsigmoid": lambda x, a: (x[0] + 3).clamp(min=0, max=6) / 6,
     "hardswish": lambda x, a: x[0] * (x[0] + 3).clamp(min=0, max=6) / 6,
@@ -124,6 +134,28 @@ def _depth_to_space(x: torch.Tensor, r: int, order: str) -> torch.Tensor:
     else:
         t = x.reshape(b, r, r, c, h, w).permute(0, 3, 4, 1, 5, 2)
     return t.reshape(b, c, h * r, w * r)
+
+
+def _seq(v: Any) -> list[Any]:
+    return list(v) if isinstance(v, list | tuple) else [v]
+
+
+def _windows(x: torch.Tensor, w: int) -> torch.Tensor:
+    """Each w x w window of a [B, H, W, C] map as a row of w*w tokens, windows in row order."""
+    b, h, wd, c = x.shape
+    rows = [x[:, i:i + w, j:j + w, :].reshape(b, w * w, c)
+            for i in range(0, h, w) for j in range(0, wd, w)]
+    return torch.stack(rows, dim=1)
+
+
+def _unwindow(x: torch.Tensor, w: int, h: int, wd: int) -> torch.Tensor:
+    out = x.new_zeros(x.shape[0], h, wd, x.shape[-1])
+    k = 0
+    for i in range(0, h, w):
+        for j in range(0, wd, w):
+            out[:, i:i + w, j:j + w, :] = x[:, k].reshape(x.shape[0], w, w, -1)
+            k += 1
+    return out
 
 
 def _runtime_class(name: str) -> type[nn.Module]:

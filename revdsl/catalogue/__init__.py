@@ -3,7 +3,17 @@ what an entry says). Importing this package registers every family's entries."""
 
 from __future__ import annotations
 
-from revdsl.catalogue import bifpn, conv, core, mvit, retention, supervit, vit  # noqa: F401
+from revdsl.catalogue import (  # noqa: F401
+    bifpn,
+    conv,
+    core,
+    mvit,
+    retention,
+    supervit,
+    swin,
+    tensor,
+    vit,
+)
 from revdsl.catalogue.base import (
     MAX_INT_ATTR,
     MAX_PARTS,
