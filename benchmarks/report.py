@@ -462,6 +462,16 @@ def _tail(res: dict[str, Any]) -> str:
             + _table(["model", "mode", "wrapper", "processes", "steps", "gradients",
                       "weights"], rows))
     items.append(
+        "* **RevSwin against minREV** (measured outside the repository, 2026-11-30: minREV's "
+        "`revswin.py` run in a scratch folder with stand-ins for its four timm helpers, its "
+        "state dict renamed by the table in `specs/rev_swin.rev`'s header, float64, batch 2, "
+        "drop-path 0; the project does not depend on minREV): at Swin-T (224 px, 30,221,122 "
+        "parameters in both) outputs agree to 1.3e-15, parameter gradients to 6.0e-15 (eval, "
+        "plain autograd) and 4.5e-15 (training: both models' reversible backprop), input "
+        "gradients to 2.6e-15; at 56 px, width 16, depths [2, 2] the same to 7e-16. minREV's "
+        "shifted blocks discard their reverse roll (`x = shifted_x`); the spec reproduces that "
+        "by default (`roll_back = false`).")
+    items.append(
         "* **GPU**: none was lent to this session, so there are no GPU figures; `python "
         "benchmarks/run.py --device cuda` and `python benchmarks/amp.py` (float16 and "
         "bfloat16) run the same suites there.")

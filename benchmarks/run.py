@@ -39,6 +39,7 @@ VIT = str(SPECS / "rev_vit.rev")
 MVIT = str(SPECS / "rev_mvit.rev")
 VIR = str(SPECS / "rev_vir.rev")
 SUPERVIT = str(SPECS / "rev_supervit.rev")
+SWIN = str(SPECS / "rev_swin.rev")
 BIFPN = str(SPECS / "rev_bifpn.rev")
 
 WIDTHS = {  # RevViT sizes (the paper's ViT-S/B/L)
@@ -67,6 +68,9 @@ REFERENCE_SIZES: list[tuple[str, str, dict[str, Any], dict[str, Any], int, float
      22_170_000, 3.01, HEAD),
     ("RevSuperViT 224 r=0.5", "rev_supervit.rev", {}, {"S": 224, "keep_rate": 0.5},
      22_170_000, 2.30, HEAD),
+    ("RevSwin-T", "rev_swin.rev", {}, {}, 30_221_122, 5.02,
+     "reference params: minREV's ReversibleSwinTransformer() counted; GMACs: Swin-T's 4.5 "
+     "(official) + 0.52 for minREV's lateral-fusion MLPs (derived)"),
     *[(f"RevBiFPN-{name}", "rev_bifpn.rev", kw, {}, ref, gmacs,
        "reference MACs are thop's: convolutions and linears plus BatchNorm and upsampling "
        "elements; ours count convolutions and linears")
@@ -236,6 +240,7 @@ class Suite:
                              options={"keep_rate": 0.7})
         for name, kw in BIFPN_SIZES.items():
             rows += self.measure(BIFPN, kw, 4, f"RevBiFPN-{name}")
+        rows += self.measure(SWIN, {}, 8, "RevSwin-T")
         return {"rows": rows}
 
     def backward(self) -> dict[str, Any]:

@@ -201,6 +201,7 @@ SMALL = {
     "rev_mvit.rev": (dict(depth=3, transitions=[1], dim=16, heads=1, image=32), 32),
     "rev_supervit.rev": (dict(depth=3, dim=32, heads=2, sizes=[32, 48], prune_at=[1]), 48),
     "rev_bifpn.rev": (dict(image=64, num_ext=0, reps=1), 64),
+    "rev_swin.rev": (dict(image=56, embed=16, depths=[2, 2], heads=[2, 4]), 56),
 }
 
 

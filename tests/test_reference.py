@@ -26,6 +26,7 @@ SHIPPED: dict[str, dict[str, Any]] = {
     # (no stochastic depth: random draws inside a silo phase follow the generated execution
     # order, which the phase semantics leave open, so they cannot be compared draw for draw)
     "rev_bifpn.rev": dict(image=64, num_ext=1, reps=1),
+    "rev_swin.rev": dict(image=56, embed=16, depths=[2, 2], heads=[2, 4]),
 }
 
 

@@ -30,6 +30,7 @@ SMALL = {
     "rev_supervit.rev": dict(dim=32, heads=2, depth=6, prune_at=[2, 4], sizes=[16, 24, 32],
                              patch=8),
     "rev_bifpn.rev": dict(image=64, num_ext=1, reps=1),
+    "rev_swin.rev": dict(image=56, embed=16, depths=[2, 2], heads=[2, 4]),
 }
 
 # texts each picture must show (node labels, cluster labels)
@@ -41,6 +42,8 @@ EXPECTED_TEXT = {
     "rev_vir.rev": ["retention", "block × 12", "x2 <- x2 + f"],
     "rev_supervit.rev": ["keep_tokens", "attention_cls", "block prune"],
     "rev_bifpn.rev": ["silo", "phase up", "phase down", "new stream s1 = f", "block neck"],
+    "rev_swin.rev": ["window_attention", "reversible segment stage0: 2 blocks",
+                     "(stored, recomputed in the backward)"],
 }
 
 
