@@ -238,7 +238,7 @@ def write() -> Path:
         d = res["sizes"]
         rows = [[r["label"], f"{r['params']:,}", f"{r['ref_params']:,}",
                  f"{100 * (r['params'] / r['ref_params'] - 1):+.2f}%", f"{r['macs'] / 1e9:.3f}",
-                 f"{r['ref_gmacs']}", r["note"] or "-"]
+                 "-" if r["ref_gmacs"] is None else f"{r['ref_gmacs']}", r["note"] or "-"]
                 for r in d["rows"]]
         parts.append("## Parameters and MACs against the references\n\n"
                      f"`{d['command']}` (from shapes alone, as `revdsl stats` prints them; "
@@ -461,6 +461,13 @@ def _tail(res: dict[str, Any]) -> str:
             "batch (relative errors):\n\n"
             + _table(["model", "mode", "wrapper", "processes", "steps", "gradients",
                       "weights"], rows))
+    items.append(
+        "* **RevNet-38 on the digits** (`python examples/train_digits.py --model revnet`, 2-core "
+        "CPU, 2026-11-30, about 40 s): the digits upsampled to 16x16, 15 epochs, reversible and "
+        "baseline from the same seed: test accuracy 99.44% and 99.72%, final training loss "
+        "0.518 and 0.516; the float32 gradients of the first step agree to 1.8e-6, and AdamW "
+        "amplifies that rounding to a 1.3e-2 gap in the per-step loss within the first epoch "
+        "(2.7e-2 between epoch means). The plot is `docs/digits_revnet_loss.png`.")
     items.append(
         "* **RevSwin against minREV** (measured outside the repository, 2026-11-30: minREV's "
         "`revswin.py` run in a scratch folder with stand-ins for its four timm helpers, its "

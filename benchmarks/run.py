@@ -57,7 +57,8 @@ BIFPN_SIZES = {  # the spec's header: width, image, num_ext, stochastic depth
 HEAD = "reference + 384,768 for the two-stream head, LN(2C) and Linear(2C->1000)"
 # label, spec, overrides, options/sizes, reference params, reference GMACs, note; the references
 # are ../shared/design/architectures.md's (reference code, official figures, or derived counts)
-REFERENCE_SIZES: list[tuple[str, str, dict[str, Any], dict[str, Any], int, float, str]] = [
+REFERENCE_SIZES: list[tuple[str, str, dict[str, Any], dict[str, Any], int, float | None,
+                            str]] = [
     ("RevViT-S", "rev_vit.rev", {}, {}, 22_430_000, 4.57, ""),
     ("RevViT-B", "rev_vit.rev", dict(dim=768, heads=12), {}, 87_340_000, 17.47, ""),
     ("RevViT-L", "rev_vit.rev", WIDTHS["L"], {}, 305_350_000, 61.2, ""),
@@ -68,6 +69,10 @@ REFERENCE_SIZES: list[tuple[str, str, dict[str, Any], dict[str, Any], int, float
      22_170_000, 3.01, HEAD),
     ("RevSuperViT 224 r=0.5", "rev_supervit.rev", {}, {"S": 224, "keep_rate": 0.5},
      22_170_000, 2.30, HEAD),
+    ("RevNet-38 (CIFAR-10)", "rev_net.rev", {}, {}, 460_000, None,
+     "reference: the paper's 0.46M; no reference MACs"),
+    ("RevNet-110 (CIFAR-10)", "rev_net.rev", dict(units=[9, 9, 9], widths=[32, 32, 64, 128]),
+     {}, 1_730_000, None, "reference: the paper's 1.73M; no reference MACs"),
     ("RevSwin-T", "rev_swin.rev", {}, {}, 30_221_122, 5.02,
      "reference params: minREV's ReversibleSwinTransformer() counted; GMACs: Swin-T's 4.5 "
      "(official) + 0.52 for minREV's lateral-fusion MLPs (derived)"),
@@ -241,6 +246,7 @@ class Suite:
         for name, kw in BIFPN_SIZES.items():
             rows += self.measure(BIFPN, kw, 4, f"RevBiFPN-{name}")
         rows += self.measure(SWIN, {}, 8, "RevSwin-T")
+        rows += self.measure(str(SPECS / "rev_net.rev"), {}, 32, "RevNet-38 (32 px)")
         return {"rows": rows}
 
     def backward(self) -> dict[str, Any]:

@@ -1,14 +1,17 @@
-"""Train a small reversible ViT on scikit-learn's handwritten digits (no download), next to its
-baseline, and plot both loss curves.
+"""Train a small reversible ViT (or RevNet) on scikit-learn's handwritten digits (no download),
+next to its baseline, and plot both loss curves.
 
     python examples/train_digits.py                    # ~2 minutes on 2 CPU cores
     python examples/train_digits.py --epochs 2 --plot ""   # a quick run, no plot
+    python examples/train_digits.py --model revnet     # RevNet-38 on the digits upsampled to 16x16
 
-The model is specs/rev_vit.rev compiled in-process with small sizes (8x8 images, 2x2 patches:
-16 tokens). The reversible model and the baseline (`reversible=False`: plain autograd) start from
-the same weights and see the same batches and the same dropout masks, so their loss curves should
-lie on top of each other: the reversible backward computes the same gradients while keeping only
-the segment's outputs. Prints the test accuracy of both and the largest gap between the curves.
+The ViT is specs/rev_vit.rev compiled in-process with small sizes (8x8 images, 2x2 patches:
+16 tokens); the RevNet is specs/rev_net.rev (RevNet-38, its CIFAR configuration) on the digits
+upsampled to 16x16 (nearest), with BatchNorm in every residual function. The reversible model
+and the baseline (`reversible=False`: plain autograd) start from the same weights and see the
+same batches and the same dropout masks, so their loss curves should lie on top of each other:
+the reversible backward computes the same gradients while keeping only the segment's outputs.
+Prints the test accuracy of both and the largest gap between the curves.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ sys.path.insert(0, str(ROOT))
 import revdsl  # noqa: E402
 
 SIZES = dict(image=8, patch=2, dim=64, depth=6, heads=4)
+MODELS = {  # spec, compile-time sizes, constructor arguments, image size, default epochs, plot
+    "vit": ("rev_vit.rev", SIZES, dict(drop_path_rate=0.1), 8, 60, "digits_loss.png"),
+    "revnet": ("rev_net.rev", dict(image=16), {}, 16, 15, "digits_revnet_loss.png"),
+}
 
 
 def digits(seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -50,11 +57,14 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return right
 
 
-def train(reversible: bool, epochs: int, batch: int, seed: int) -> dict:
+def train(reversible: bool, epochs: int, batch: int, seed: int, which: str = "vit") -> dict:
+    spec, sizes, kwargs, image, _, _ = MODELS[which]
     xtr, ytr, xte, yte = digits()
-    module = revdsl.load(ROOT / "specs" / "rev_vit.rev", **SIZES)
+    if image != 8:
+        xtr, xte = (F.interpolate(x, size=(image, image), mode="nearest") for x in (xtr, xte))
+    module = revdsl.load(ROOT / "specs" / spec, **sizes)
     torch.manual_seed(seed)
-    model = module.create_model(num_classes=10, drop_path_rate=0.1)
+    model = module.create_model(num_classes=10, **kwargs)
     model.reversible = reversible
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
     steps = epochs * ((len(xtr) + batch - 1) // batch)
@@ -78,7 +88,7 @@ def train(reversible: bool, epochs: int, batch: int, seed: int) -> dict:
             "params": sum(p.numel() for p in model.parameters())}
 
 
-def plot(runs: dict[str, dict], path: Path) -> None:
+def plot(runs: dict[str, dict], path: Path, title: str = "RevViT") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,7 +101,7 @@ def plot(runs: dict[str, dict], path: Path) -> None:
                 label=f"{name} (test accuracy {100 * r['test_accuracy']:.1f}%)")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (cross-entropy, label smoothing 0.1)")
-    ax.set_title("RevViT on sklearn digits: reversible backward vs plain autograd")
+    ax.set_title(f"{title} on sklearn digits: reversible backward vs plain autograd")
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
@@ -101,17 +111,21 @@ def plot(runs: dict[str, dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--model", choices=sorted(MODELS), default="vit")
+    p.add_argument("--epochs", type=int, help="default: 60 (vit), 15 (revnet)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", default=str(ROOT / "docs" / "digits_loss.png"),
-                   help="where to save the loss plot ('' for none)")
+    p.add_argument("--plot", help="where to save the loss plot ('' for none; default: "
+                   "docs/digits_loss.png, docs/digits_revnet_loss.png)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
+    _, _, _, _, epochs, picture = MODELS[args.model]
+    args.epochs = args.epochs or epochs
+    args.plot = str(ROOT / "docs" / picture) if args.plot is None else args.plot
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     runs = {}
     for name in ("reversible", "baseline"):
-        runs[name] = train(name == "reversible", args.epochs, args.batch, args.seed)
+        runs[name] = train(name == "reversible", args.epochs, args.batch, args.seed, args.model)
         r = runs[name]
         print(f"{name:10s}: {r['params']:,} parameters, {args.epochs} epochs in "
               f"{r['seconds']:.0f} s, final loss {r['losses'][-1]:.4f}, "
@@ -133,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             "test_accuracy": {k: r["test_accuracy"] for k, r in runs.items()},
             "seconds": {k: r["seconds"] for k, r in runs.items()}}, indent=2))
     if args.plot:
-        plot(runs, Path(args.plot))
+        plot(runs, Path(args.plot), "RevViT" if args.model == "vit" else "RevNet-38")
         print(f"wrote {args.plot}")
     return 0
 

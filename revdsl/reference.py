@@ -90,6 +90,7 @@ _FUNCTIONS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
     "roll": lambda x, a: torch.roll(x[0], shifts=[int(d) for d in _seq(a["shifts"])],
                                     dims=[int(d) for d in _seq(a["dims"])]),
     "window_partition": lambda x, a: _windows(x[0], int(a["window"])),
+    "pad": lambda x, a: _zero_pad(x[0], [int(d) for d in _seq(a["widths"])]),
     "window_reverse": lambda x, a: _unwindow(x[0], int(a["window"]), int(a["height"]),
                                              int(a["width"])),
     "softsign": lambda x, a: x[0] / (1 + x[0].abs()),
@@ -138,6 +139,19 @@ def _depth_to_space(x: torch.Tensor, r: int, order: str) -> torch.Tensor:
 
 def _seq(v: Any) -> list[Any]:
     return list(v) if isinstance(v, list | tuple) else [v]
+
+
+def _zero_pad(x: torch.Tensor, widths: list[int]) -> torch.Tensor:
+    """x placed inside a zero tensor grown by (before, after) per dim, last dim first."""
+    shape = list(x.shape)
+    where = [slice(None)] * x.dim()
+    for k in range(len(widths) // 2):
+        d = x.dim() - 1 - k
+        shape[d] += widths[2 * k] + widths[2 * k + 1]
+        where[d] = slice(widths[2 * k], widths[2 * k] + x.shape[d])
+    out = x.new_zeros(shape)
+    out[tuple(where)] = x
+    return out
 
 
 def _windows(x: torch.Tensor, w: int) -> torch.Tensor:

@@ -202,6 +202,7 @@ SMALL = {
     "rev_supervit.rev": (dict(depth=3, dim=32, heads=2, sizes=[32, 48], prune_at=[1]), 48),
     "rev_bifpn.rev": (dict(image=64, num_ext=0, reps=1), 64),
     "rev_swin.rev": (dict(image=56, embed=16, depths=[2, 2], heads=[2, 4]), 56),
+    "rev_net.rev": (dict(image=16, units=[2, 2, 2], widths=[8, 8, 16, 24]), 16),
 }
 
 

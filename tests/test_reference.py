@@ -27,6 +27,7 @@ SHIPPED: dict[str, dict[str, Any]] = {
     # order, which the phase semantics leave open, so they cannot be compared draw for draw)
     "rev_bifpn.rev": dict(image=64, num_ext=1, reps=1),
     "rev_swin.rev": dict(image=56, embed=16, depths=[2, 2], heads=[2, 4]),
+    "rev_net.rev": dict(image=16, units=[2, 2, 2], widths=[8, 8, 16, 24]),
 }
 
 

@@ -31,6 +31,7 @@ SMALL = {
                              patch=8),
     "rev_bifpn.rev": dict(image=64, num_ext=1, reps=1),
     "rev_swin.rev": dict(image=56, embed=16, depths=[2, 2], heads=[2, 4]),
+    "rev_net.rev": dict(image=16, units=[2, 2, 2], widths=[8, 8, 16, 24]),
 }
 
 # texts each picture must show (node labels, cluster labels)
@@ -44,6 +45,8 @@ EXPECTED_TEXT = {
     "rev_bifpn.rev": ["silo", "phase up", "phase down", "new stream s1 = f", "block neck"],
     "rev_swin.rev": ["window_attention", "reversible segment stage0: 2 blocks",
                      "(stored, recomputed in the backward)"],
+    "rev_net.rev": ["block down0 (stored, recomputed in the backward)",
+                    "reversible segment stage0: 3 blocks"],
 }
 
 

@@ -178,4 +178,30 @@ register(
     )
 )
 
+def _pad_shape(s: Sequence[Shape], a: dict[str, Any]) -> Shape:
+    x = list(s[0])
+    widths = [int(d) for d in _dims(a["widths"])]
+    if len(widths) % 2 or len(widths) // 2 > len(x) - 1 or any(w < 0 for w in widths):
+        raise OpShapeError(f"pad: give (before, after) pairs of non-negative widths for the last "
+                           f"dims of {fmt_shape(s[0])}, the last dim first (not the batch)")
+    for k in range(len(widths) // 2):
+        d = len(x) - 1 - k
+        x[d] = simp(to_expr(x[d]) + widths[2 * k] + widths[2 * k + 1])
+    return tuple(x)
+
+
+register(
+    OpDef(
+        name="pad",
+        doc="pad(x, [before, after, ...]): zeros added around the last dims (the last dim's pair "
+        "first, as torch's F.pad), e.g. pad(x, [0, 0, 0, 0, 8, 8]) adds 8 zero channels on each "
+        "side of [B, C, H, W]",
+        kind="function", inputs=1, positional=("widths",),
+        attrs=(Attr("widths", "ints", symbolic=False),),
+        shape=_pad_shape,
+        template=lambda args, a: f"F.pad({args[0]}, ("
+        + ", ".join(str(int(d)) for d in _dims(a["widths"])) + "))",
+    )
+)
+
 __all__ = ["same_shape"]

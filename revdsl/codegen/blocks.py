@@ -166,13 +166,20 @@ class BlocksMixin:
     def _plain_outputs(self, pb: ir.PlainBlock) -> list[tuple[str, ir.Node]]:
         """The block's final values that something after it reads (its outputs)."""
         used = self._read_after(pb)
-        return [(t, v) for t, v in self._plain_finals(pb) if v.id in used]
+        seen: set[int] = set()  # a value under two names (`x1 = y1`) is returned once
+        out = []
+        for t, v in self._plain_finals(pb):
+            if v.id in used and v.id not in seen:
+                seen.add(v.id)
+                out.append((t, v))
+        return out
 
     def _read_after(self, pb: ir.PlainBlock) -> set[int]:
         """The values defined by `pb` that something after it reads (or the model outputs)."""
         items = list(self.program.items)
         mine = {v.id for a in pb.assigns for v in a.values}
-        out = {self.program.output.id} & mine
+        out = {n.id for n in (self.program.output, *(v for _, v in self.program.more_outputs))
+               } & mine
         for item in items[items.index(pb) + 1:]:
             out.update(n.id for n in _refs(_item_roots(item), mine))
         return out
@@ -249,9 +256,21 @@ class BlocksMixin:
             return
         _, fname, mods, sto = next(x for x in fns if x[0] is sp)
         atoms = "".join(f", a{i}" for i in range(len(sp.atoms)))
-        head = (f'{"Create" if sp.kind == "create" else "Couple"}("{sp.target}", '
-                f"{_tuple(list(sp.reads))}, \"{fname}\", {_tuple(mods)}, {sto},")
-        e.line(head)
+        call = f'{"Create" if sp.kind == "create" else "Couple"}("{sp.target}", '
+        rest = f"{_tuple(list(sp.reads))}, \"{fname}\", {_tuple(mods)}, {sto},"
+        if len(call + rest) <= 88:  # (STEPS entries sit 8 spaces in)
+            e.line(call + rest)
+        else:  # the modules on lines of their own
+            e.line(call + f"{_tuple(list(sp.reads))}, \"{fname}\",")
+            with e.indented():
+                if len(_tuple(mods)) + len(f", {sto},") <= 84:
+                    e.line(f"{_tuple(mods)}, {sto},")
+                else:
+                    e.line("(")
+                    with e.indented():
+                        for m in mods:
+                            e.line(f'"{m}",')
+                    e.line(f"), {sto},")
         with e.indented():
             names = _atom_names(sp)
             names_t = {T: "t", **names}
