@@ -67,6 +67,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_ops(args: argparse.Namespace) -> int:
     from revdsl import catalogue
 
+    if args.markdown:
+        from revdsl.docs import ops_markdown
+
+        print(ops_markdown(), end="")
+        return 0
+
     for name in catalogue.names():
         op = catalogue.get(name)
         assert op is not None
@@ -104,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_check)
 
     o = sub.add_parser("ops", help="list the op catalogue")
+    o.add_argument("--markdown", action="store_true",
+                   help="the op reference of docs/language.md (signatures, kinds, domains)")
     o.set_defaults(func=cmd_ops)
     for extra in _extra_commands():
         extra(sub, spec_args)

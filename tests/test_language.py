@@ -200,3 +200,20 @@ def test_one_name_twice_is_one_layer() -> None:
                  "output z\n")
     assert err.span is not None and (err.span.line, err.span.column) == (4, 5), err.render()
     assert "two different layers are named 'proj' in one model" in err.message, err.message
+
+
+def test_the_language_reference_is_current() -> None:
+    """docs/language.md's op section is what the catalogue says now (`revdsl ops --markdown`),
+    and every op and construct keyword appears in it."""
+    from revdsl import catalogue
+    from revdsl.docs import BEGIN, END, ops_markdown
+
+    text = (Path(__file__).parent.parent / "docs" / "language.md").read_text()
+    section = text[text.index(BEGIN):text.index(END) + len(END)] + "\n"
+    assert section == ops_markdown(), "run: revdsl ops --markdown, and paste it into the doc"
+    for name in catalogue.names():
+        assert f"| `{name}` |" in text, name
+    for keyword in ("model", "param", "arg", "option", "input", "output", "extern", "def",
+                    "reversible", "streams", "stream", "block", "repeat", "silo", "phase",
+                    "head", "for", "if", "as"):
+        assert f"`{keyword}" in text, keyword

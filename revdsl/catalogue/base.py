@@ -239,8 +239,22 @@ def registry() -> dict[str, OpDef]:
     return _REGISTRY
 
 
+_ORIGIN: dict[str, str] = {}
+
+
+def family_of(name: str) -> str:
+    """The catalogue file that registered op `name` (`core`, `vit`, `swin`, ...)."""
+    return _ORIGIN.get(name, "core")
+
+
 def register(op: OpDef) -> OpDef:
+    import sys
+
     assert op.name not in _REGISTRY, f"op {op.name} registered twice"
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    if caller == __name__:  # (a helper in this file registering for its caller)
+        caller = sys._getframe(2).f_globals.get("__name__", "")
+    _ORIGIN[op.name] = str(caller).rsplit(".", 1)[-1]
     assert op.kind in ("module", "function", "algebra", "structural"), op.kind
     if op.kind == "module":
         assert op.module is not None and op.ctor is not None, op.name
