@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from revdsl.explain import display_formula
 from revdsl.shapes import fmt_bytes as _bytes
 from revdsl.shapes import simp
-from revdsl.verify import Report, display_formula, evaluate
+from revdsl.verify import Report, evaluate
 
 
 def describe(report: Report, explain: bool = False, sizes: dict[str, int] | None = None) -> str:
@@ -47,6 +48,8 @@ def describe(report: Report, explain: bool = False, sizes: dict[str, int] | None
                          if s.proof.scale is not None else "monotone")
                 elif s.kind == "restructure":
                     k = "rearrangement"
+                elif s.kind == "bijection" and s.proved:
+                    k = "bijective layer"
                 elif s.kind == "create":
                     k = "new stream"
                 else:
@@ -62,7 +65,7 @@ def describe(report: Report, explain: bool = False, sizes: dict[str, int] | None
                     where = f"line {s.span.line}" if s.span else "?"
                     head = f"    block {s.block} step {s.index} ({where}): "
                     if s.kind == "update":
-                        from revdsl.verify import describe_atom
+                        from revdsl.explain import describe_atom
 
                         fs = "; ".join(
                             f"{'f' if len(s.atoms) == 1 else f'f{i + 1}'} = {describe_atom(a)}"

@@ -260,7 +260,14 @@ def randomize_parameters(model: torch.nn.Module, seed: int, gain: float = 1.0) -
     biases, LayerScale) moved by N(0, (0.1 gain)^2) from where they were, so a LayerScale of 1e-5
     no longer hides its branch."""
     g = torch.Generator().manual_seed(seed)
+    own: set[int] = set()
+    for m in model.modules():  # a layer that knows how to draw itself (a random rotation for
+        if hasattr(m, "randomize"):  # an invertible 1x1 conv: random triangular factors are
+            m.randomize(g, gain)  # badly conditioned whatever their scale)
+            own.update(id(p) for p in m.parameters())
     for p in model.parameters():
+        if id(p) in own:
+            continue
         r = torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype)
         if p.dim() >= 2:
             p.copy_(r * (gain / math.sqrt(max(p[0].numel(), 1))))

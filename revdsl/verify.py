@@ -33,9 +33,10 @@ from revdsl.errors import (
     ShapeError,
     SpecWarning,
 )
+from revdsl.explain import _display, _fn
 from revdsl.graph import UndoNeeds, build_graph, flat_steps, stream_reads, undo_order
 from revdsl.memory import Boundary, boundaries, evaluate
-from revdsl.prover import Proof, T, atom_symbols, prove_update
+from revdsl.prover import Proof, T, prove_update
 from revdsl.shapes import Shape, broadcast, fmt_shape, same_shape, simp, to_expr
 from revdsl.source import Span
 from revdsl.usage import unused_layers
@@ -48,7 +49,7 @@ class StepProof:
     segment: str
     block: int
     index: int  # position in the block's execution order (graph.flat_steps)
-    kind: str  # 'update' | 'create' | 'restructure'
+    kind: str  # 'update' | 'create' | 'restructure' | 'bijection' (a bijective layer)
     target: str
     span: Span | None
     verdict: str  # 'proved' | 'refuted' | 'unknown'
@@ -346,6 +347,15 @@ def _verify_step(seg: ir.Segment, block: ir.Block, k: int, step: ir.Update | ir.
                  phase: tuple[str | None, list[ir.Update | ir.Create]] | None,
                  seen: set[tuple[str, int]]) -> StepProof:
     kind = "update" if isinstance(step, ir.Update) else "create"
+    bij = _bijective_layer(step)
+    if bij is not None:  # `x = inv_conv1x1(x)`: a bijection by construction
+        opdef = catalogue.get(bij.op)
+        assert opdef is not None and opdef.bijective is not None
+        return StepProof(
+            segment=seg.name, block=block.index, index=k, kind="bijection", target=step.target,
+            span=step.span, verdict="proved",
+            reason=f"{bij.op} is a bijection by construction: {opdef.bijective}", step=step,
+            atoms=(bij,), phase=phase[0] if phase else None)
     formula, atoms = _model(step)
     errors: list[RevdslError] = []
     lossy = _lossy_op(step)
@@ -428,6 +438,16 @@ def _verify_step(seg: ir.Segment, block: ir.Block, k: int, step: ir.Update | ir.
         verdict=verdict, reason=reason, step=step, atoms=tuple(atoms), reads=tuple(reads),
         formula=formula, proof=proof, phase=phase[0] if phase else None, errors=tuple(errors),
     )
+
+
+def _bijective_layer(step: ir.Update | ir.Create) -> ir.OpNode | None:
+    """The layer when a step applies a bijective layer to the stream itself and nothing else."""
+    if not isinstance(step, ir.Update) or not isinstance(step.expr, ir.OpNode):
+        return None
+    opdef = catalogue.get(step.expr.op)
+    if opdef is None or opdef.bijective is None or step.expr.inputs != (step.before,):
+        return None
+    return step.expr
 
 
 def _through_local(block: ir.Block, atom: ir.Node, stream_id: int) -> str:
@@ -536,55 +556,6 @@ def _shape_culprit(node: ir.Node, target: Shape) -> ir.OpNode | None:
         ):
             return n
     return None
-
-
-def _fn(node: ir.Node) -> str:
-    if isinstance(node, ir.OpNode):
-        return f"{node.op}(...)" + (f" at line {node.span.line}" if node.span else "")
-    if isinstance(node, ir.StreamNode):
-        return node.stream
-    if isinstance(node, ir.OutNode):
-        return f"{node.source.op}(...)"
-    return "the function"
-
-
-def describe_atom(node: ir.Node, limit: int = 4) -> str:
-    """A short readable form of an opaque function: `drop_path(attention(layernorm(x2)))`."""
-    if isinstance(node, ir.StreamNode):
-        return node.stream
-    if isinstance(node, ir.InputNode):
-        return node.name
-    if isinstance(node, ir.ConstNode):
-        return repr(node.value)
-    if isinstance(node, ir.OutNode):
-        return f"{describe_atom(node.source, limit)}[{node.index}]"
-    assert isinstance(node, ir.OpNode)
-    if limit <= 0:
-        return f"{node.op}(...)"
-    args = ", ".join(describe_atom(c, limit - 1) for c in node.inputs)
-    return f"{node.op}({args})"
-
-
-def _display(formula: sympy.Expr, target: str, atoms: list[ir.Node] | tuple[ir.Node, ...],
-             old: sympy.Symbol = T) -> str:
-    from revdsl.pyprint import math_text
-
-    names = {old: target}
-    for i, sym in enumerate(atom_symbols(len(atoms))):
-        names[sym] = f"f{i + 1}" if len(atoms) > 1 else "f"
-    return math_text(formula, names, first=old)
-
-
-def display_formula(sp: StepProof, which: str = "forward") -> str:
-    """`x1 + f` style text of the forward formula or the proved inverse."""
-    if sp.formula is None:
-        return ""
-    if which == "forward":
-        return _display(sp.formula, sp.target, sp.atoms)
-    assert sp.inverse is not None
-    from revdsl.prover import Y
-
-    return _display(sp.inverse, sp.target, sp.atoms, old=Y)
 
 
 # ---- stored boundaries ------------------------------------------------------------------------

@@ -23,8 +23,9 @@ from typing import Any
 
 from revdsl import ir
 from revdsl.errors import RevdslError
+from revdsl.explain import describe_atom, display_formula
 from revdsl.graph import flat_steps
-from revdsl.verify import Report, StepProof, describe_atom, display_formula, evaluate
+from revdsl.verify import Report, StepProof, evaluate
 
 GREEN, GREEN_LINE = "#e3f4e8", "#2e8b57"
 ORANGE, ORANGE_LINE = "#fdebd3", "#d2691e"

@@ -25,7 +25,8 @@ STAGES: list[tuple[str, ...]] = [
     # 3: AST -> IR
     ("revdsl.lower",),
     # 4: the graph view, proofs, verification and what they derive
-    ("revdsl.graph", "revdsl.prover", "revdsl.usage", "revdsl.memory", "revdsl.verify",
+    ("revdsl.graph", "revdsl.prover", "revdsl.explain", "revdsl.usage", "revdsl.memory",
+     "revdsl.verify",
      "revdsl.sizes", "revdsl.strategies"),
     # 5: code generation
     ("revdsl.codegen",),
@@ -33,7 +34,7 @@ STAGES: list[tuple[str, ...]] = [
     ("revdsl.pipeline", "revdsl.loader", "revdsl.files", "revdsl.report"),
     # 7: the tools
     ("revdsl.viz", "revdsl.stats", "revdsl.bench", "revdsl.measure", "revdsl.proptest",
-     "revdsl.testing", "revdsl.reference", "revdsl.difftest", "revdsl.recipes"),
+     "revdsl.testing", "revdsl.reference", "revdsl.difftest", "revdsl.recipes", "revdsl.docs"),
     # 8: entry points
     ("revdsl.cli", "revdsl.__main__", "revdsl"),
 ]

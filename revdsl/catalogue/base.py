@@ -184,6 +184,9 @@ class OpDef:
     # its outputs share their first input's storage (dup's copies, chunk's pieces, a renaming):
     # the memory predictor counts what they keep as that storage
     views_input: bool = False
+    # a layer that is a bijection of its one input by construction, with an `inverse` method:
+    # usable as a step on the stream itself (`x = inv_conv1x1(x)`); the text says why
+    bijective: str | None = None
     boundary_only: bool = False  # discards information (pruning): never inside a reversible step
     causal: bool | None = None  # token mixers: whether output n depends only on inputs <= n
     # why this op cannot sit inside a coupling when it changes the stream's shape (for messages)

@@ -158,6 +158,23 @@ register(
 )
 
 
+register(
+    OpDef(
+        name="inv_conv1x1",
+        doc="inv_conv1x1(x): Glow's invertible 1x1 convolution over the channels of [B, C, ...] "
+        "(LU-parametrised); a step on a stream by itself: `x = inv_conv1x1(x)`",
+        module="InvConv1x1", inputs=1, default_name="invconv",
+        shape=lambda s, a: s[0],
+        ctor=lambda s, a: [("channels", s[0][1])],
+        params=lambda s, a: 2 * to_expr(s[0][1]) ** 2 + to_expr(s[0][1]),  # L, U, log_s
+        macs=lambda i, o, a: numel(o[0]) * i[0][1],
+        saved=lambda i, o, a: [IN0],
+        bijective="W = P L U with L unit lower triangular and U upper triangular with diagonal "
+        "sign * exp(log_s), never 0: det W != 0, undone by two triangular solves",
+    )
+)
+
+
 def _dims(v: Any) -> tuple[Any, ...]:
     return tuple(v) if isinstance(v, tuple | list) else (v,)
 

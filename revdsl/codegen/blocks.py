@@ -20,10 +20,11 @@ from revdsl.codegen.expr import (
     _refs,
     _tuple,
 )
+from revdsl.explain import display_formula
 from revdsl.graph import flat_steps, undo_order
 from revdsl.prover import T, Y, atom_symbols
 from revdsl.pyprint import py_expr
-from revdsl.verify import StepProof, display_formula, undo_needs
+from revdsl.verify import StepProof, undo_needs
 
 
 def _stochastic(opdef: OpDef, attrs: dict[str, Any]) -> bool:
@@ -45,6 +46,7 @@ class BlocksMixin:
 
     def _block_code(self, seg: ir.Segment, block: ir.Block) -> BlockCode:
         modules = {node.id: name for name, node in block.modules}
+        self.block_modules = modules  # (for the STEPS entries of this block)
         options = self.options_of[seg.name]
         steps = [self.report.step(seg.name, block.index, k) for k, _ in
                  enumerate(flat_steps(block))]
@@ -58,7 +60,7 @@ class BlocksMixin:
         fns: list[tuple[StepProof, str, list[str], bool]] = []
         taken = set(modules.values()) | set(_BLOCK_ATTRIBUTES)
         for sp in steps:
-            if sp.kind == "restructure":
+            if sp.kind in ("restructure", "bijection"):
                 continue
             if not sp.atoms:
                 fns.append((sp, "", [], False))  # nothing to compute: y = h(t) alone
@@ -239,6 +241,11 @@ class BlocksMixin:
 
     def _steps_entry(self, e: Emitter, sp: StepProof, fns: list[Any],
                      keep: list[str] | None = None) -> None:
+        if sp.kind == "bijection":  # a layer that undoes itself (its `inverse`)
+            self.runtime.add("Bijection")
+            self._need_op(sp.atoms[0])  # type: ignore[arg-type]
+            e.line(f'Bijection("{sp.target}", "{self.block_modules[sp.atoms[0].id]}"),')
+            return
         if sp.kind == "restructure":
             step = sp.step
             assert isinstance(step, ir.Restructure)
@@ -347,7 +354,7 @@ def _count(e: sympy.Expr, s: sympy.Symbol) -> int:
 
 
 def _atom_texts(sp: StepProof) -> list[str]:
-    from revdsl.verify import describe_atom
+    from revdsl.explain import describe_atom
 
     return [describe_atom(a) for a in sp.atoms]
 

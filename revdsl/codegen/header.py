@@ -8,8 +8,8 @@ import re
 from revdsl import catalogue, ir, runtime_src
 from revdsl.codegen.emitter import Emitter, display_name
 from revdsl.codegen.expr import _lit
+from revdsl.explain import display_formula
 from revdsl.shapes import fmt_bytes, fmt_shape
-from revdsl.verify import display_formula
 from revdsl.version import __version__
 
 

@@ -205,3 +205,60 @@ def init_weights_outside(model: nn.Module, keep: tuple[type, ...]) -> None:
     for m in model.modules():
         if id(m) not in skip:
             init_weights(m)
+
+
+class InvConv1x1(nn.Module):
+    """Glow's invertible 1x1 convolution over the channels of [B, C, ...], LU-parametrised:
+    W = P L (U + diag(sign * exp(log_s))), with P a fixed permutation, L unit lower triangular
+    and U strictly upper triangular, so det W = prod(sign * exp(log_s)) is never 0 and
+    `inverse` undoes it exactly (two triangular solves). Starts as a random rotation."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        q = torch.linalg.qr(torch.randn(channels, channels))[0]
+        p, lower, upper = torch.linalg.lu(q)
+        s = torch.diagonal(upper)
+        self.register_buffer("perm", p)
+        self.register_buffer("sign_s", torch.sign(s))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1))
+        self.lower = nn.Parameter(lower)
+        self.upper = nn.Parameter(torch.triu(upper, 1))
+        self.log_s = nn.Parameter(torch.log(torch.abs(s)))
+
+    @torch.no_grad()
+    def randomize(self, generator: torch.Generator, gain: float = 1.0) -> None:
+        """Random parameters for testing: a random rotation with the diagonal of U scaled by
+        exp(N(0, (0.1 gain)^2)) (random triangular factors would be badly conditioned)."""
+        c = self.lower.shape[0]
+        q = torch.linalg.qr(torch.randn(c, c, generator=generator, dtype=torch.float64))[0]
+        p, lower, upper = torch.linalg.lu(q)
+        s = torch.diagonal(upper)
+        dtype = self.lower.dtype
+        self.perm.copy_(p.to(self.perm.dtype))
+        self.sign_s.copy_(torch.sign(s).to(self.sign_s.dtype))
+        self.lower.copy_(lower.to(dtype))
+        self.upper.copy_(torch.triu(upper, 1).to(dtype))
+        noise = torch.randn(c, generator=generator, dtype=torch.float64) * 0.1 * gain
+        self.log_s.copy_((torch.log(torch.abs(s)) + noise).to(dtype))
+
+    def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        eye = torch.eye(self.lower.shape[0], dtype=self.lower.dtype, device=self.lower.device)
+        lower = self.lower * self.lower_mask + eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        return lower, upper
+
+    def weight(self) -> torch.Tensor:
+        lower, upper = self._factors()
+        return self.perm.to(lower.dtype) @ lower @ upper
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("oc,bc...->bo...", self.weight(), x)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        lower, upper = self._factors()
+        c = y.shape[1]
+        flat = y.movedim(1, -1).reshape(-1, c).T  # C, N
+        z = self.perm.to(y.dtype).T @ flat
+        z = torch.linalg.solve_triangular(lower, z, upper=False, unitriangular=True)
+        z = torch.linalg.solve_triangular(upper, z, upper=True)
+        return z.T.reshape(*y.movedim(1, -1).shape).movedim(-1, 1)

@@ -216,6 +216,11 @@ class Permute(NamedTuple):
     keep: tuple[str, ...] = ()
 
 
+class Bijection(NamedTuple):
+    target: str
+    module: str  # a layer of the block with `forward` and `inverse` (inv_conv1x1)
+
+
 class _RecomputeFlag(threading.local):
     active = False
 
@@ -305,6 +310,9 @@ def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[st
             outs = step.forward(*[state.pop(n) for n in step.inputs])
             state.update(zip(step.outputs, _atoms(outs), strict=True))
             continue
+        if isinstance(step, Bijection):
+            state[step.target] = getattr(block, step.module)(state[step.target])
+            continue
         if rng is not None and _draws_random(block, step):
             rng.append((k, _rng_state(next(iter(state.values())).device)))
         atoms = _call_fn(block, step, [state[r] for r in step.reads], options)
@@ -351,6 +359,8 @@ def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
     if isinstance(step, Permute):
         outs = [state.pop(n) for n in step.outputs]
         state.update(zip(step.inputs, _atoms(step.inverse(*outs)), strict=True))
+    elif isinstance(step, Bijection):
+        state[step.target] = getattr(block, step.module).inverse(state[step.target])
     elif isinstance(step, Couple):
         atoms = _call_fn(block, step, [state[_current(r)] for r in step.reads], options)
         state[step.target] = step.inverse(state[step.target], *atoms)
@@ -399,6 +409,9 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
             else:
                 gouts = [torch.zeros_like(o) if g is None else g for g, o in zip(gouts, outs)]
                 grads.update(zip(step.inputs, _atoms(step.inverse(*gouts)), strict=True))
+            continue
+        if isinstance(step, Bijection):
+            _backward_bijection(block, step, state, grads, index, slots)
             continue
         if k in saved:
             _set_rng_state(next(iter(state.values())).device, saved.pop(k))
@@ -455,6 +468,26 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         for name, g in zip(step.reads, got[: len(reads)], strict=True):
             grads[_current(name)] = _add(grads[_current(name)], g)
         _accumulate(slots, index, params, got[len(reads):])
+
+
+def _backward_bijection(block: nn.Module, step: Bijection, state: dict[str, torch.Tensor],
+                        grads: dict[str, torch.Tensor | None], index: dict[int, int],
+                        slots: list[Any]) -> None:
+    """Undo a bijective layer (its `inverse`) and backpropagate through it (recomputed once)."""
+    layer = getattr(block, step.module)
+    with torch.no_grad():
+        x = layer.inverse(state[step.target])
+    dy = grads.pop(step.target)
+    if dy is None:
+        state[step.target], grads[step.target] = x, None
+        return
+    x = x.detach().requires_grad_(True)
+    params = [p for p in layer.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        out = layer(x)
+    got = torch.autograd.grad(out, [x, *params], dy, allow_unused=True)
+    state[step.target], grads[step.target] = x.detach(), got[0]
+    _accumulate(slots, index, params, got[1:])
 
 
 def _carrier(t: torch.Tensor) -> torch.Tensor:
@@ -612,12 +645,6 @@ class ReversibleSegment(nn.Module):
                            *[carriers[k] for k in self.outputs])
 
 
-@contextlib.contextmanager
-def _recompute_stored(block: nn.Module, modes: tuple[bool, ...]) -> Any:
-    with _recomputing(), _as_in_forward(block, modes):
-        yield
-
-
 def reconstruction_errors(model: nn.Module) -> dict[str, float | None]:
     """`model.reconstruction_error()`: each reversible segment's error at the last backward."""
     return {name: m.last_reconstruction_error for name, m in model.named_modules()
@@ -630,29 +657,6 @@ def set_reconstruction_guard(model: nn.Module, threshold: float | None = 1e-2) -
         if isinstance(m, ReversibleSegment):
             m.guard = threshold
             m.last_reconstruction_error = None
-
-
-def run_stored(block: nn.Module, *inputs: torch.Tensor, recompute: bool = False,
-               **options: Any) -> Any:
-    """Run a non-invertible block (a stage transition, say). With `recompute` (and autograd
-    active) only its inputs are kept: its activations are recomputed in the backward, with the
-    forward's RNG and autocast state, and BatchNorm statistics are not updated again."""
-    if recompute and torch.is_grad_enabled():
-        return _checkpointed(block, *inputs, **options)
-    return block(*inputs, **options)
-
-
-@torch.compiler.disable
-def _checkpointed(block: nn.Module, *inputs: torch.Tensor, **options: Any) -> Any:
-    # Under torch.compile this is a graph break: the stored block runs eagerly, recomputed by
-    # torch.utils.checkpoint with the recompute flag set (a compiled checkpoint cannot take
-    # that context, and inductor fails on some recomputed convolutions).
-    modes = _modes(block)
-    return torch.utils.checkpoint.checkpoint(
-        block, *inputs, use_reentrant=False,
-        context_fn=lambda: (contextlib.nullcontext(), _recompute_stored(block, modes)),
-        **options,
-    )
 
 
 class DropPath(nn.Module):
@@ -704,6 +708,35 @@ def check_input(name: str, x: torch.Tensor, shape: tuple[int | str | None, ...],
                              f"(the sizes this model was built for), got {seen[key]}")
     if sizes is not None:
         sizes.update(seen)
+
+
+@contextlib.contextmanager
+def _recompute_stored(block: nn.Module, modes: tuple[bool, ...]) -> Any:
+    with _recomputing(), _as_in_forward(block, modes):
+        yield
+
+
+def run_stored(block: nn.Module, *inputs: torch.Tensor, recompute: bool = False,
+               **options: Any) -> Any:
+    """Run a non-invertible block (a stage transition, say). With `recompute` (and autograd
+    active) only its inputs are kept: its activations are recomputed in the backward, with the
+    forward's RNG and autocast state, and BatchNorm statistics are not updated again."""
+    if recompute and torch.is_grad_enabled():
+        return _checkpointed(block, *inputs, **options)
+    return block(*inputs, **options)
+
+
+@torch.compiler.disable
+def _checkpointed(block: nn.Module, *inputs: torch.Tensor, **options: Any) -> Any:
+    # Under torch.compile this is a graph break: the stored block runs eagerly, recomputed by
+    # torch.utils.checkpoint with the recompute flag set (a compiled checkpoint cannot take
+    # that context, and inductor fails on some recomputed convolutions).
+    modes = _modes(block)
+    return torch.utils.checkpoint.checkpoint(
+        block, *inputs, use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _recompute_stored(block, modes)),
+        **options,
+    )
 
 
 class Mlp(nn.Module):

@@ -200,6 +200,11 @@ class Permute(NamedTuple):
     keep: tuple[str, ...] = ()
 
 
+class Bijection(NamedTuple):
+    target: str
+    module: str  # a layer of the block with `forward` and `inverse` (inv_conv1x1)
+
+
 class _RecomputeFlag(threading.local):
     active = False
 
@@ -289,6 +294,9 @@ def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[st
             outs = step.forward(*[state.pop(n) for n in step.inputs])
             state.update(zip(step.outputs, _atoms(outs), strict=True))
             continue
+        if isinstance(step, Bijection):
+            state[step.target] = getattr(block, step.module)(state[step.target])
+            continue
         if rng is not None and _draws_random(block, step):
             rng.append((k, _rng_state(next(iter(state.values())).device)))
         atoms = _call_fn(block, step, [state[r] for r in step.reads], options)
@@ -335,6 +343,8 @@ def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
     if isinstance(step, Permute):
         outs = [state.pop(n) for n in step.outputs]
         state.update(zip(step.inputs, _atoms(step.inverse(*outs)), strict=True))
+    elif isinstance(step, Bijection):
+        state[step.target] = getattr(block, step.module).inverse(state[step.target])
     elif isinstance(step, Couple):
         atoms = _call_fn(block, step, [state[_current(r)] for r in step.reads], options)
         state[step.target] = step.inverse(state[step.target], *atoms)
@@ -383,6 +393,9 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
             else:
                 gouts = [torch.zeros_like(o) if g is None else g for g, o in zip(gouts, outs)]
                 grads.update(zip(step.inputs, _atoms(step.inverse(*gouts)), strict=True))
+            continue
+        if isinstance(step, Bijection):
+            _backward_bijection(block, step, state, grads, index, slots)
             continue
         if k in saved:
             _set_rng_state(next(iter(state.values())).device, saved.pop(k))
@@ -439,6 +452,26 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         for name, g in zip(step.reads, got[: len(reads)], strict=True):
             grads[_current(name)] = _add(grads[_current(name)], g)
         _accumulate(slots, index, params, got[len(reads):])
+
+
+def _backward_bijection(block: nn.Module, step: Bijection, state: dict[str, torch.Tensor],
+                        grads: dict[str, torch.Tensor | None], index: dict[int, int],
+                        slots: list[Any]) -> None:
+    """Undo a bijective layer (its `inverse`) and backpropagate through it (recomputed once)."""
+    layer = getattr(block, step.module)
+    with torch.no_grad():
+        x = layer.inverse(state[step.target])
+    dy = grads.pop(step.target)
+    if dy is None:
+        state[step.target], grads[step.target] = x, None
+        return
+    x = x.detach().requires_grad_(True)
+    params = [p for p in layer.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        out = layer(x)
+    got = torch.autograd.grad(out, [x, *params], dy, allow_unused=True)
+    state[step.target], grads[step.target] = x.detach(), got[0]
+    _accumulate(slots, index, params, got[1:])
 
 
 def _carrier(t: torch.Tensor) -> torch.Tensor:
