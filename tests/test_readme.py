@@ -37,6 +37,8 @@ SKIP = {
     "python benchmarks/run.py --only vit_depth families": "two benchmark suites, ~20 minutes, "
                                                           "and rewrites BENCHMARKS.md",
     "python examples/train_digits.py": "trains two models for about 2 minutes",
+    "python examples/train_digits.py --model revnet": "trains two RevNets for about 45 s; "
+                                                      "tests/test_revnet.py checks the model",
     "python benchmarks/difftest.py --examples 2000": "about 90 s; tests/test_reference.py runs "
                                                      "the same comparison on 150 random specs",
 }
