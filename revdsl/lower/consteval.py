@@ -87,12 +87,10 @@ class ExprMixin:
             raise SpecNameError(value.message(), e.span)
         if isinstance(value, TVal) and self.seg is not None and not self.entry_mode:
             if level < self.seg.scope:
-                raise SpecTypeError(
-                    f"'{e.id}' is a value from outside the reversible segment; a block may read "
-                    "only the segment's streams",
-                    e.span,
-                    ["bring it in as a stream (`streams ...`) or compute it inside the block"],
-                )
+                # a conditioning input (a class or time embedding, say): carried through the
+                # segment as a stream no step changes
+                node = self.context_stream(e.id, value, e.span)  # type: ignore[attr-defined]
+                return TVal(node, self.seg.scope)
         return value
 
     def e_ListExpr(self, e: ast.ListExpr) -> Any:

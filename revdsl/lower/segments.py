@@ -4,6 +4,7 @@ steps (updates, new streams, rearrangements) and stored blocks outside segments.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from revdsl import ast, catalogue, ir
@@ -463,6 +464,28 @@ class SegmentMixin(PermuteMixin):
             raise SpecNameError(v.message(), t.span)
         return t.name if isinstance(v, StreamSlot) else None
 
+    def context_stream(self, name: str, value: TVal, span: Span | None) -> ir.StreamNode:
+        """The stream that carries an outside value `name` read inside a block (a conditioning
+        input): added to the segment's entry and to every block's inputs and outputs, and never
+        updated, so each block reads it and passes it on unchanged (its gradient gathers every
+        block's contribution)."""
+        seg = self.seg
+        assert seg is not None
+        if value.node.id in seg.context:
+            return seg.live[seg.context[value.node.id]].current
+        stream = name
+        while stream in seg.live or stream in self.scopes[seg.scope]:
+            stream += "_"
+        start = self._new_stream(seg, stream, value.node.shape, span)
+        seg.entry.append(ir.Entry(stream=stream, node=value.node, start=start))
+        seg.entry_assign.append(ir.Assign(targets=(stream,), values=(value.node,), span=span))
+        seg.context[value.node.id] = stream
+        seg.blocks[:] = [replace(b, inputs=(*b.inputs, start), outputs=(*b.outputs, start))
+                         for b in seg.blocks]
+        if self.blk is not None:
+            self.blk.inputs = (*self.blk.inputs, start)
+        return start
+
     def _read_stream(self, name: str, span: Span | None) -> ir.StreamNode:
         seg = self.seg
         assert seg is not None
@@ -479,6 +502,11 @@ class SegmentMixin(PermuteMixin):
                 written: str, span: Span | None) -> None:
         seg = self.seg
         assert seg is not None
+        if target in seg.context.values():
+            raise SpecTypeError(
+                f"'{target}' is a value from outside the segment that its blocks read (a "
+                "conditioning input): it cannot be changed inside the segment", span,
+                ["compute a new value instead, or bring it in as a stream (`streams ...`)"])
         version = seg.versions[target] + 1
         seg.versions[target] = version
         after = ir.StreamNode(id=self.nid(), shape=before.shape, span=span, segment=seg.key,

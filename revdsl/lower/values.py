@@ -100,3 +100,4 @@ class _Segment:
     live: dict[str, StreamSlot] = field(default_factory=dict)
     shapes: dict[str, Shape] = field(default_factory=dict)
     started: bool = False
+    context: dict[int, str] = field(default_factory=dict)  # outside value id -> its stream
