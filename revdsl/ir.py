@@ -69,7 +69,9 @@ class StreamNode(Node):
 
 @dataclass(frozen=True, eq=False, slots=True, kw_only=True)
 class ConstNode(Node):
-    value: int | float
+    # a number; or, between segments and in the head, a model argument or call-time option
+    # (a sympy expression of argument symbols, or a RuntimeRef) read when the model runs
+    value: Any
 
 
 @dataclass(frozen=True, eq=False, slots=True, kw_only=True)

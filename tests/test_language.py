@@ -217,3 +217,19 @@ def test_the_language_reference_is_current() -> None:
                     "reversible", "streams", "stream", "block", "repeat", "silo", "phase",
                     "head", "for", "if", "as"):
         assert f"`{keyword}" in text, keyword
+
+
+def test_model_arguments_and_options_in_tensor_arithmetic() -> None:
+    """A gain fixed when the model is built and a temperature chosen per call: the generated
+    model reads them when it runs (equal to the reference at other values than the defaults);
+    inside a reversible segment such a number is refused with the reason."""
+    text = (HERE / "runtime_numbers.rev").read_text()
+    src = compile_text(text, "runtime_numbers.rev").source
+    assert "* (self.gain)" in src and "/ temperature" in src
+    for kw in ({"temperature": 2.0}, {"args": {"gain": 3.0}}):
+        d = compare(text, **kw)  # type: ignore[arg-type]
+        assert d.worst < TOL, (kw, d)
+    err = _error(BASE.replace("model M\n", "model M\narg gain = 0.5\n")
+                 + "reversible r {\n    streams a, b = dup(x)\n    a += mlp(b) * gain\n}\n"
+                 "output a\n")
+    assert "not inside a reversible segment" in err.message and err.span.line == 6

@@ -58,6 +58,11 @@ class ExprEmitter:
         if n.id in self.names:
             return self.names[n.id]
         if isinstance(n, ir.ConstNode):
+            if hasattr(n.value, "free_symbols") and n.value.free_symbols:
+                from revdsl.pyprint import py_expr  # a model argument: the model keeps it
+
+                names = {s: f"self.{s.name}" for s in n.value.free_symbols}
+                return f"({py_expr(n.value, names)})"
             text = fmt_value(n.value)
             return f"({text})" if text.startswith("-") and prec > 0 else text
         if isinstance(n, ir.OutNode):

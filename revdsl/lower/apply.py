@@ -60,10 +60,8 @@ class ApplyMixin:
                 inputs.append(a.node)
             elif opdef.kind == "algebra" and isinstance(a, int | float) and not isinstance(a, bool):
                 inputs.append(ir.ConstNode(id=self.nid(), shape=(), span=span, value=a))
-            elif opdef.kind == "algebra" and isinstance(a, sympy.Expr):
-                raise SpecTypeError(
-                    f"{name}: a model argument cannot be mixed into tensor arithmetic", span
-                )
+            elif opdef.kind == "algebra" and isinstance(a, sympy.Expr | ir.RuntimeRef):
+                inputs.append(self._runtime_number(name, a, span))
             else:
                 where = arg_spans[i] if i < len(arg_spans) else span
                 raise SpecTypeError(f"{name}() input {i + 1} must be a tensor, got {_kind(a)}",
@@ -119,6 +117,27 @@ class ApplyMixin:
                 for i, s in enumerate(out_shapes)
             )
         return TVal(node, level)
+
+    def _runtime_number(self, name: str, a: Any, span: Span | None) -> ir.ConstNode:
+        """A model argument or call-time option (or arithmetic of them) in tensor arithmetic,
+        e.g. a gain or a temperature set at run time: a number the generated code reads from
+        the model (`self.gain`) or from forward's keywords."""
+        if isinstance(a, sympy.Expr) and a.is_number:
+            return ir.ConstNode(id=self.nid(), shape=(), span=span, value=float(a))
+        if self.seg is not None or self.plain is not None:
+            raise SpecTypeError(
+                f"{name}: a model argument or call-time option can be used in tensor arithmetic "
+                "between segments and in the head, not inside a reversible segment or a stored "
+                "block", span,
+                ["make it an attribute of a layer, or move the arithmetic out of the segment"])
+        runtime = {p.symbol for p in self.params if p.kind == "arg" and p.symbol is not None}
+        runtime |= {o.symbol for o in self.options if o.symbol is not None}
+        symbol = a.symbol if isinstance(a, ir.RuntimeRef) else a
+        free = getattr(symbol, "free_symbols", set())
+        if not free <= runtime:
+            raise SpecTypeError(f"{name}: {a} depends on a size that is not known when the "
+                                "model runs", span)
+        return ir.ConstNode(id=self.nid(), shape=(), span=span, value=a)
 
     def record_module(self, node: ir.OpNode, base: str, span: Span | None) -> None:
         """A layer, in the part that builds it (a block, a stored block, or the model)."""
