@@ -233,3 +233,13 @@ def test_model_arguments_and_options_in_tensor_arithmetic() -> None:
                  + "reversible r {\n    streams a, b = dup(x)\n    a += mlp(b) * gain\n}\n"
                  "output a\n")
     assert "not inside a reversible segment" in err.message and err.span.line == 6
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_language_specs_pass_revdsl_test(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`revdsl test` (inverse of every block, reversible vs plain gradients, at random sizes,
+    inputs and parameters) passes on each of them."""
+    from revdsl.cli import main
+
+    assert main(["test", str(HERE / f"{name}.rev"), "--examples", "3", "-q"]) == 0, \
+        capsys.readouterr()

@@ -175,6 +175,23 @@ register(
 )
 
 
+register(
+    OpDef(
+        name="actnorm",
+        doc="actnorm(x): Glow's activation normalisation, a learned per-channel scale exp(log_s) "
+        "and shift over the channels of [B, C, ...]; a step on a stream by itself: "
+        "`x = actnorm(x)`",
+        module="ActNorm", inputs=1, default_name="actnorm",
+        shape=lambda s, a: s[0],
+        ctor=lambda s, a: [("channels", s[0][1])],
+        params=lambda s, a: 2 * to_expr(s[0][1]),
+        saved=lambda i, o, a: [IN0],
+        bijective="y = x * exp(log_s) + b per channel, exp(log_s) > 0: undone by "
+        "(y - b) * exp(-log_s)",
+    )
+)
+
+
 def _dims(v: Any) -> tuple[Any, ...]:
     return tuple(v) if isinstance(v, tuple | list) else (v,)
 

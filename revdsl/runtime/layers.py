@@ -262,3 +262,22 @@ class InvConv1x1(nn.Module):
         z = torch.linalg.solve_triangular(lower, z, upper=False, unitriangular=True)
         z = torch.linalg.solve_triangular(upper, z, upper=True)
         return z.T.reshape(*y.movedim(1, -1).shape).movedim(-1, 1)
+
+
+class ActNorm(nn.Module):
+    """Glow's activation normalisation: a learned per-channel scale exp(log_s) > 0 and shift over
+    the channels of [B, C, ...]; a bijection by construction (`inverse` undoes it)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.log_s = nn.Parameter(torch.zeros(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def _view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return t.view(1, -1, *([1] * (x.dim() - 2)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self._view(torch.exp(self.log_s), x) + self._view(self.bias, x)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self._view(self.bias, y)) * self._view(torch.exp(-self.log_s), y)
