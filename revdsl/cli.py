@@ -121,9 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[Any]:
     """Commands defined in their own modules (viz, stats, test, bench): each module has an
     `add_command(sub, spec_args)`; the CLI imports them, they never import the CLI."""
-    from revdsl import bench, proptest, stats, viz
+    from revdsl import bench, plan, proptest, stats, viz
 
-    return [viz.add_command, stats.add_command, proptest.add_command, bench.add_command]
+    return [viz.add_command, stats.add_command, proptest.add_command, bench.add_command,
+            plan.add_command]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import sympy
 
 from revdsl import catalogue, ir
 from revdsl.graph import flat_steps
-from revdsl.shapes import Shape, per_sample, simp, to_expr
+from revdsl.shapes import B, Shape, per_sample, simp, to_expr
 from revdsl.source import Span
 
 BYTES_PER_ELEMENT = 4  # float32 activations
@@ -196,6 +196,37 @@ def _stored_by(roots: list[ir.Node], seen: set[int]) -> tuple[list[str], list[St
             else:
                 stored.append(Stored(node.op, tuple(item), per_sample(item) * BYTES_PER_ELEMENT))
     return ops, stored
+
+
+def block_costs(program: ir.Program) -> dict[str, list[tuple[int, int]]]:
+    """Per reversible segment, per block: (the bytes per sample plain autograd keeps for it,
+    its MACs per sample), at the model arguments' and options' defaults: what keeping a block's
+    activations costs and what it saves (its recompute) for the memory planner."""
+    boundaries(program)  # (fills the views and gradient tables _stored_by reads)
+    out: dict[str, list[tuple[int, int]]] = {}
+    for seg in program.segments:
+        rows = []
+        for block in seg.blocks:
+            steps = [s for s in flat_steps(block) if not isinstance(s, ir.Restructure)]
+            seen = {n.id for n in block.inputs}
+            _ops, saved = _stored_by([s.expr for s in steps], seen)
+            size = evaluate(sum((s.bytes_per_sample for s in saved), sympy.Integer(0)), program)
+            macs = sympy.Integer(0)
+            for n in ir.walk([s.expr for s in steps], stop={x.id for x in block.inputs}):
+                if isinstance(n, ir.OpNode):
+                    opdef = catalogue.get(n.op)
+                    if opdef is not None and n.op != "extern":
+                        m = to_expr(opdef.macs([c.shape for c in n.inputs], list(n.out_shapes),
+                                               n.attr_dict))
+                        macs = macs + (m / B if m.has(B) else m)
+            rows.append((_int(size), _int(evaluate(macs, program))))
+        out[seg.name] = rows
+    return out
+
+
+def _int(v: Any) -> int:
+    v = sympy.sympify(v)
+    return int(v) if v.is_number else 0
 
 
 def value_key(node: ir.Node) -> tuple[int, int]:

@@ -37,6 +37,7 @@ _GENERATED_ATTRIBUTES = frozenset({
     "inverse", "STEPS", "INPUTS", "OUTPUTS", "STOCHASTIC", "reversible", "checkpoint",
     "forward_features", "forward_head", "blocks", "inputs", "outputs", "trace",
     "default_cfg", "pretrained_cfg", "reconstruction_error", "set_reconstruction_guard",
+    "set_plan", "plan",
     "guard", "last_reconstruction_error", "self",
 })
 
@@ -46,7 +47,7 @@ MODULE_ATTRIBUTES = _NN_MODULE | _GENERATED_ATTRIBUTES
 _IMPORTS = frozenset({
     "annotations", "contextlib", "math", "threading", "warnings", "Any", "NamedTuple", "torch",
     "nn", "F",
-    "PARAMETERS", "create_model", "options", "pre_logits",
+    "PARAMETERS", "BLOCK_COSTS", "KEPT_BYTES", "create_model", "options", "pre_logits",
 })
 
 

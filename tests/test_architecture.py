@@ -34,7 +34,8 @@ STAGES: list[tuple[str, ...]] = [
     ("revdsl.pipeline", "revdsl.loader", "revdsl.files", "revdsl.report"),
     # 7: the tools
     ("revdsl.viz", "revdsl.stats", "revdsl.bench", "revdsl.measure", "revdsl.proptest",
-     "revdsl.testing", "revdsl.reference", "revdsl.difftest", "revdsl.recipes", "revdsl.docs"),
+     "revdsl.testing", "revdsl.reference", "revdsl.difftest", "revdsl.recipes", "revdsl.docs",
+     "revdsl.plan"),
     # 8: entry points
     ("revdsl.cli", "revdsl.__main__", "revdsl"),
 ]

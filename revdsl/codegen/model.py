@@ -66,6 +66,8 @@ class ModelMixin:
         e.line("# The compile-time parameters this file was generated with.")
         e.line("PARAMETERS = {" + ", ".join(f'"{q.name}": {_lit(q.value)}' for q in params)
                + "}")
+        if p.segments:
+            self.plan_constants(e)
         e.blank(2)
         e.line(f"def create_model(**overrides: Any) -> {p.name}:")
         with e.indented():
@@ -85,7 +87,49 @@ class ModelMixin:
                 e.line(")")
             e.line(f"return {p.name}(**overrides)")
 
+    def _plan_methods(self, e: Emitter) -> None:
+        self.runtime.update(("set_plan", "plan_blocks"))
+        e.blank()
+        e.line("def set_plan(self, plan: dict[str, Any] | None) -> None:")
+        with e.indented():
+            e.docstring("Per reversible segment, which blocks run reversibly (True) and which "
+                        "keep their\nactivations (False: no recompute); None: all reversible. "
+                        "Same weights and results.")
+            e.line("set_plan(self, plan)")
+        e.blank()
+        e.line("def plan(self, batch: int, budget: float) -> dict[str, list[bool]]:")
+        with e.indented():
+            e.docstring("A plan for set_plan that spends up to `budget` bytes kept for the "
+                        "backward (at this batch)\non the blocks whose recompute costs the most "
+                        "per byte (predictions: BLOCK_COSTS, KEPT_BYTES).")
+            e.line("return plan_blocks(BLOCK_COSTS, KEPT_BYTES, batch, budget)")
+
+    def plan_constants(self, e: Emitter) -> None:
+        """Module-level predictions for the planner (after PARAMETERS)."""
+        from revdsl.memory import block_costs
+
+        costs = block_costs(self.program)
+        kept = self.report.stored_bytes_per_sample()
+        kept_n = int(kept) if getattr(kept, "is_number", False) else 0
+        e.blank(2)
+        e.line("# The planner's predictions (model.plan): per reversible segment, per block, the "
+               "bytes per")
+        e.line("# sample plain autograd keeps and the MACs per sample; and the bytes per sample "
+               "kept when")
+        e.line("# every block is reversible.")
+        e.line("BLOCK_COSTS = {")
+        with e.indented():
+            for name, rows in costs.items():
+                e.line(f"{name!r}: (")
+                with e.indented():
+                    for b_, m in rows:
+                        e.line(f"({b_}, {m}),")
+                e.line("),")
+        e.line("}")
+        e.line(f"KEPT_BYTES = {kept_n}")
+
     def _guard_methods(self, e: Emitter) -> None:
+        self._plan_methods(e)
         self.runtime.update(("reconstruction_errors", "set_reconstruction_guard"))
         e.blank()
         e.line("def reconstruction_error(self) -> dict[str, float | None]:")

@@ -465,6 +465,7 @@ class ReversibleSegment(nn.Module):
         # warns; when on, the segment's inputs are kept to compare with their reconstruction
         self.guard: float | None = None
         self.last_reconstruction_error: float | None = None
+        self.plan: tuple[bool, ...] | None = None  # per block: reversible (True) or kept
 
     def forward(self, *streams: torch.Tensor, reversible: bool = True, checkpoint: bool = False,
                 **options: Any) -> tuple[torch.Tensor, ...]:
@@ -491,11 +492,33 @@ class ReversibleSegment(nn.Module):
         # The one place torch.compile stops: a custom Function whose backward rebuilds inputs
         # (with the forward's RNG state) cannot be traced, so under torch.compile a reversible
         # segment is a graph break and runs eagerly; what comes before and after is compiled.
+        # With a plan (`set_plan`), blocks planned as kept run under plain autograd (their
+        # activations stored: no recompute) and each run of reversible blocks between them is
+        # a chain of its own, which keeps only its outputs.
         state = dict(zip(self.inputs, streams, strict=True))
+        plan = self.plan or (True,) * len(self.blocks)
+        i = 0
+        while i < len(self.blocks):
+            if not plan[i]:
+                block = self.blocks[i]
+                outs = block(*[state[k] for k in block.INPUTS], **options)
+                state = dict(zip(block.OUTPUTS, _atoms(outs), strict=True))
+                i += 1
+                continue
+            j = i
+            while j < len(self.blocks) and plan[j]:
+                j += 1
+            state = self._chain(list(self.blocks)[i:j], state, options, first=i == 0)
+            i = j
+        return tuple(state[k] for k in self.outputs)
+
+    def _chain(self, blocks: list[nn.Module], state: dict[str, torch.Tensor],
+               options: dict[str, Any], first: bool) -> dict[str, torch.Tensor]:
         carriers = {k: _carrier(v) for k, v in state.items()}
-        call = _Call(self, tuple(s.detach() for s in streams) if self.guard is not None
-                     else None)
-        for i, block in enumerate(self.blocks):
+        kept = (tuple(state[k].detach() for k in self.inputs)
+                if first and self.guard is not None else None)
+        call = _Call(self, kept)
+        for i, block in enumerate(blocks):
             n = len(block.INPUTS)
             params = [p for p in block.parameters() if p.requires_grad]
             args = tuple(state[k] for k in block.INPUTS)
@@ -509,22 +532,9 @@ class ReversibleSegment(nn.Module):
             if block._forward_hooks:
                 out = outs[0] if m == 1 else tuple(outs[:m])
                 _post_hooks(block, args, options, out)
-        return _Seed.apply(len(self.outputs), *[state[k] for k in self.outputs],
-                           *[carriers[k] for k in self.outputs])
-
-
-def reconstruction_errors(model: nn.Module) -> dict[str, float | None]:
-    """`model.reconstruction_error()`: each reversible segment's error at the last backward."""
-    return {name: m.last_reconstruction_error for name, m in model.named_modules()
-            if isinstance(m, ReversibleSegment)}
-
-
-def set_reconstruction_guard(model: nn.Module, threshold: float | None = 1e-2) -> None:
-    """`model.set_reconstruction_guard(...)`: turn the guard on (a threshold) or off (None)."""
-    for m in model.modules():
-        if isinstance(m, ReversibleSegment):
-            m.guard = threshold
-            m.last_reconstruction_error = None
+        last = blocks[-1].OUTPUTS
+        outs = _Seed.apply(len(last), *[state[k] for k in last], *[carriers[k] for k in last])
+        return dict(zip(last, outs, strict=True))
 
 
 class DropPath(nn.Module):

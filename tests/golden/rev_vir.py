@@ -581,6 +581,7 @@ class ReversibleSegment(nn.Module):
         # warns; when on, the segment's inputs are kept to compare with their reconstruction
         self.guard: float | None = None
         self.last_reconstruction_error: float | None = None
+        self.plan: tuple[bool, ...] | None = None  # per block: reversible (True) or kept
 
     def forward(self, *streams: torch.Tensor, reversible: bool = True, checkpoint: bool = False,
                 **options: Any) -> tuple[torch.Tensor, ...]:
@@ -607,11 +608,33 @@ class ReversibleSegment(nn.Module):
         # The one place torch.compile stops: a custom Function whose backward rebuilds inputs
         # (with the forward's RNG state) cannot be traced, so under torch.compile a reversible
         # segment is a graph break and runs eagerly; what comes before and after is compiled.
+        # With a plan (`set_plan`), blocks planned as kept run under plain autograd (their
+        # activations stored: no recompute) and each run of reversible blocks between them is
+        # a chain of its own, which keeps only its outputs.
         state = dict(zip(self.inputs, streams, strict=True))
+        plan = self.plan or (True,) * len(self.blocks)
+        i = 0
+        while i < len(self.blocks):
+            if not plan[i]:
+                block = self.blocks[i]
+                outs = block(*[state[k] for k in block.INPUTS], **options)
+                state = dict(zip(block.OUTPUTS, _atoms(outs), strict=True))
+                i += 1
+                continue
+            j = i
+            while j < len(self.blocks) and plan[j]:
+                j += 1
+            state = self._chain(list(self.blocks)[i:j], state, options, first=i == 0)
+            i = j
+        return tuple(state[k] for k in self.outputs)
+
+    def _chain(self, blocks: list[nn.Module], state: dict[str, torch.Tensor],
+               options: dict[str, Any], first: bool) -> dict[str, torch.Tensor]:
         carriers = {k: _carrier(v) for k, v in state.items()}
-        call = _Call(self, tuple(s.detach() for s in streams) if self.guard is not None
-                     else None)
-        for i, block in enumerate(self.blocks):
+        kept = (tuple(state[k].detach() for k in self.inputs)
+                if first and self.guard is not None else None)
+        call = _Call(self, kept)
+        for i, block in enumerate(blocks):
             n = len(block.INPUTS)
             params = [p for p in block.parameters() if p.requires_grad]
             args = tuple(state[k] for k in block.INPUTS)
@@ -625,22 +648,9 @@ class ReversibleSegment(nn.Module):
             if block._forward_hooks:
                 out = outs[0] if m == 1 else tuple(outs[:m])
                 _post_hooks(block, args, options, out)
-        return _Seed.apply(len(self.outputs), *[state[k] for k in self.outputs],
-                           *[carriers[k] for k in self.outputs])
-
-
-def reconstruction_errors(model: nn.Module) -> dict[str, float | None]:
-    """`model.reconstruction_error()`: each reversible segment's error at the last backward."""
-    return {name: m.last_reconstruction_error for name, m in model.named_modules()
-            if isinstance(m, ReversibleSegment)}
-
-
-def set_reconstruction_guard(model: nn.Module, threshold: float | None = 1e-2) -> None:
-    """`model.set_reconstruction_guard(...)`: turn the guard on (a threshold) or off (None)."""
-    for m in model.modules():
-        if isinstance(m, ReversibleSegment):
-            m.guard = threshold
-            m.last_reconstruction_error = None
+        last = blocks[-1].OUTPUTS
+        outs = _Seed.apply(len(last), *[state[k] for k in last], *[carriers[k] for k in last])
+        return dict(zip(last, outs, strict=True))
 
 
 class DropPath(nn.Module):
@@ -701,6 +711,56 @@ def check_option(name: str, value: Any, choices: tuple[Any, ...]) -> None:
                           and math.isclose(value, c)):
             return
     raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+
+
+def reconstruction_errors(model: nn.Module) -> dict[str, float | None]:
+    """`model.reconstruction_error()`: each reversible segment's error at the last backward."""
+    return {name: m.last_reconstruction_error for name, m in model.named_modules()
+            if isinstance(m, ReversibleSegment)}
+
+
+def set_reconstruction_guard(model: nn.Module, threshold: float | None = 1e-2) -> None:
+    """`model.set_reconstruction_guard(...)`: turn the guard on (a threshold) or off (None)."""
+    for m in model.modules():
+        if isinstance(m, ReversibleSegment):
+            m.guard = threshold
+            m.last_reconstruction_error = None
+
+
+def set_plan(model: nn.Module, plan: dict[str, Any] | None) -> None:
+    """`model.set_plan(plan)`: per reversible segment (by name), which blocks run reversibly
+    (True: recomputed in the backward) and which keep their activations (False: plain autograd,
+    no recompute). None: every block reversible. Weights and results do not change."""
+    segments = {name: m for name, m in model.named_modules() if isinstance(m, ReversibleSegment)}
+    for name in plan or {}:
+        if name not in segments:
+            raise KeyError(f"no reversible segment {name!r} (segments: {', '.join(segments)})")
+    for name, seg in segments.items():
+        choice = None if plan is None else plan.get(name)
+        if choice is not None and len(choice) != len(seg.blocks):
+            raise ValueError(f"the plan for segment {name!r} has {len(choice)} entries; it has "
+                             f"{len(seg.blocks)} blocks")
+        seg.plan = None if choice is None else tuple(bool(c) for c in choice)
+
+
+def plan_blocks(costs: dict[str, Any], kept: float, batch: int, budget: float
+                ) -> dict[str, list[bool]]:
+    """`model.plan(batch, budget)`: a plan for `set_plan` that keeps the activations of the
+    blocks saving the most recompute per byte (`costs`: per segment, per block, the predicted
+    bytes per sample plain autograd keeps and the MACs per sample, from the spec's shapes) for
+    as long as the predicted memory kept for the backward, `batch * (kept + the kept blocks'
+    bytes)`, stays within `budget` bytes. A budget below the fully reversible figure gives the
+    fully reversible plan."""
+    used = float(kept) * batch
+    plan = {name: [True] * len(blocks) for name, blocks in costs.items()}
+    order = sorted(((macs / max(size, 1.0), name, i, size)
+                    for name, blocks in costs.items() for i, (size, macs) in enumerate(blocks)),
+                   key=lambda t: (-t[0], t[1], t[2]))
+    for _, name, i, size in order:
+        if used + size * batch <= budget:
+            plan[name][i] = False
+            used += size * batch
+    return plan
 
 
 class PatchEmbed(nn.Module):
@@ -998,6 +1058,20 @@ class RevViR(nn.Module):
         x = self.forward_features(img, mode=mode)
         return self.forward_head(x)
 
+    def set_plan(self, plan: dict[str, Any] | None) -> None:
+        """Per reversible segment, which blocks run reversibly (True) and which keep their
+        activations (False: no recompute); None: all reversible. Same weights and results.
+        """
+        set_plan(self, plan)
+
+    def plan(self, batch: int, budget: float) -> dict[str, list[bool]]:
+        """A plan for set_plan that spends up to `budget` bytes kept for the backward (at this
+            batch)
+        on the blocks whose recompute costs the most per byte (predictions: BLOCK_COSTS,
+            KEPT_BYTES).
+        """
+        return plan_blocks(BLOCK_COSTS, KEPT_BYTES, batch, budget)
+
     def reconstruction_error(self) -> dict[str, float | None]:
         """Per reversible segment: the largest relative error of its rebuilt inputs at the last
         backward (None until the guard is on and a backward ran; see set_reconstruction_guard).
@@ -1023,6 +1097,28 @@ PARAMETERS = {
     "chunk": 64,
     "ls_init": 1e-05,
 }
+
+
+# The planner's predictions (model.plan): per reversible segment, per block, the bytes per
+# sample plain autograd keeps and the MACs per sample; and the bytes per sample kept when
+# every block is reversible.
+BLOCK_COSTS = {
+    'body': (
+        (7312640, 378391296),
+        (7312648, 378391296),
+        (7312648, 378391296),
+        (7312648, 378391296),
+        (7312648, 378391296),
+        (7312648, 378391296),
+        (7312648, 378391296),
+        (7312648, 378391296),
+        (7312648, 378391296),
+        (7312648, 378391296),
+        (7312648, 378391296),
+        (7312648, 378391296),
+    ),
+}
+KEPT_BYTES = 1817128
 
 
 def create_model(**overrides: Any) -> RevViR:

@@ -1,0 +1,62 @@
+"""Model-level controls the generated model exposes: the reconstruction guard
+(`set_reconstruction_guard`, `reconstruction_error`) and the memory plan (`set_plan`,
+`plan_blocks`: which blocks of each reversible segment keep their activations instead of
+being recomputed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from revdsl.runtime.engine import ReversibleSegment
+
+
+def reconstruction_errors(model: nn.Module) -> dict[str, float | None]:
+    """`model.reconstruction_error()`: each reversible segment's error at the last backward."""
+    return {name: m.last_reconstruction_error for name, m in model.named_modules()
+            if isinstance(m, ReversibleSegment)}
+
+
+def set_reconstruction_guard(model: nn.Module, threshold: float | None = 1e-2) -> None:
+    """`model.set_reconstruction_guard(...)`: turn the guard on (a threshold) or off (None)."""
+    for m in model.modules():
+        if isinstance(m, ReversibleSegment):
+            m.guard = threshold
+            m.last_reconstruction_error = None
+
+
+def set_plan(model: nn.Module, plan: dict[str, Any] | None) -> None:
+    """`model.set_plan(plan)`: per reversible segment (by name), which blocks run reversibly
+    (True: recomputed in the backward) and which keep their activations (False: plain autograd,
+    no recompute). None: every block reversible. Weights and results do not change."""
+    segments = {name: m for name, m in model.named_modules() if isinstance(m, ReversibleSegment)}
+    for name in plan or {}:
+        if name not in segments:
+            raise KeyError(f"no reversible segment {name!r} (segments: {', '.join(segments)})")
+    for name, seg in segments.items():
+        choice = None if plan is None else plan.get(name)
+        if choice is not None and len(choice) != len(seg.blocks):
+            raise ValueError(f"the plan for segment {name!r} has {len(choice)} entries; it has "
+                             f"{len(seg.blocks)} blocks")
+        seg.plan = None if choice is None else tuple(bool(c) for c in choice)
+
+
+def plan_blocks(costs: dict[str, Any], kept: float, batch: int, budget: float
+                ) -> dict[str, list[bool]]:
+    """`model.plan(batch, budget)`: a plan for `set_plan` that keeps the activations of the
+    blocks saving the most recompute per byte (`costs`: per segment, per block, the predicted
+    bytes per sample plain autograd keeps and the MACs per sample, from the spec's shapes) for
+    as long as the predicted memory kept for the backward, `batch * (kept + the kept blocks'
+    bytes)`, stays within `budget` bytes. A budget below the fully reversible figure gives the
+    fully reversible plan."""
+    used = float(kept) * batch
+    plan = {name: [True] * len(blocks) for name, blocks in costs.items()}
+    order = sorted(((macs / max(size, 1.0), name, i, size)
+                    for name, blocks in costs.items() for i, (size, macs) in enumerate(blocks)),
+                   key=lambda t: (-t[0], t[1], t[2]))
+    for _, name, i, size in order:
+        if used + size * batch <= budget:
+            plan[name][i] = False
+            used += size * batch
+    return plan
