@@ -8,6 +8,7 @@ script only formats them (and states each target as met or missed from the same 
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,10 +106,62 @@ def _plot_depth(data: dict[str, dict[str, Any]]) -> list[str]:
     return written
 
 
+def _planner(d: dict[str, Any]) -> str:
+    rows = d["rows"]
+    base = next(r for r in rows if r["mode"] == "baseline")
+    cells = [[r["label"], f"{r['saved'] / 2**20:.1f}",
+              "-" if r["budget"] is None else f"{r['budget'] / 2**20:.1f}",
+              f"{r['step_time']:.3f}", f"{r['step_time'] / base['step_time']:.2f}"]
+             for r in rows]
+    planned = [r for r in rows if r["kept_blocks"] is not None]
+    within = all(r["saved"] <= r["budget"] * 1.05 for r in planned)
+    falling = all(a["step_time"] >= b["step_time"] * 0.97
+                  for a, b in itertools.pairwise(planned))
+    full = planned[-1]
+    plot = _plot_planner(rows)
+    return ("## Memory plan: time against memory (RevViT-S)\n\n"
+            f"`{d['command']}` (batch {d['batch']}, {d['blocks']} blocks, fastest of the timed "
+            "steps). `model.plan(batch, budget)` keeps the activations of the blocks that save "
+            "the most recompute per byte within the budget; `model.set_plan(plan)` applies it. "
+            "Targets (issue 19): measured memory within the budget: "
+            f"{'met' if within else 'missed'}; step time falling as the budget grows: "
+            f"{'met' if falling else 'missed'} (3% tolerance for timing noise); every block "
+            f"kept: {full['step_time'] / base['step_time']:.2f}x the baseline's step (target "
+            f"<= 1.03: {'met' if full['step_time'] <= 1.03 * base['step_time'] else 'missed'})."
+            "\n\n" + _table(["configuration", "kept MiB", "budget MiB", "step (s)",
+                              "x baseline"], cells)
+            + (f"\n\n![{plot}](benchmarks/plots/{plot})" if plot else ""))
+
+
+def _plot_planner(rows: list[dict[str, Any]]) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    planned = [r for r in rows if r["kept_blocks"] is not None]
+    ax.plot([r["saved"] / 2**20 for r in planned], [r["step_time"] for r in planned], "o-",
+            label="planner (0 to all blocks kept)")
+    for r, marker in ((next(r for r in rows if r["mode"] == "checkpoint"), "s"),
+                      (next(r for r in rows if r["mode"] == "baseline"), "^")):
+        ax.plot([r["saved"] / 2**20], [r["step_time"]], marker, label=r["label"])
+    ax.set_xlabel("memory kept for the backward (MiB)")
+    ax.set_ylabel("training step (s)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(PLOTS / "planner.png", dpi=110)
+    plt.close(fig)
+    return "planner.png"
+
+
 def write() -> Path:
     res = {name: load(name) for name in (
-        "sizes", "stats", "examples", "vit_depth", "vit_width", "paper_memory", "vit_batch",
-        "largest_batch", "mvit_depth", "vir_depth", "families", "backward", "compile",
+        "sizes", "planner", "stats", "examples", "vit_depth", "vit_width", "paper_memory",
+        "vit_batch", "largest_batch", "mvit_depth", "vir_depth", "families", "backward", "compile",
         "amp_cpu", "vir_forms", "drift", "compile_time", "difftest")}
     machine = next((r["machine"] for r in res.values() if r), {})
     parts: list[str] = [HEADER.format(
@@ -247,6 +300,8 @@ def write() -> Path:
                      "counts (rounded where the source rounds).\n\n"
                      + _table(["model", "params", "reference", "diff", "GMACs",
                                "reference GMACs", "note"], rows))
+    if res["planner"]:
+        parts.append(_planner(res["planner"]))
     if res["stats"]:
         d = res["stats"]
         rows = [[r["spec"], r["mode"], f"{r['predicted'] / 1024:.2f}",

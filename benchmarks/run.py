@@ -326,6 +326,50 @@ class Suite:
         return {"label": label, "mode": mode, "batch": batch, "eager": eager,
                 "compiled": fast, "compile_seconds": compile_s}
 
+    def planner(self) -> dict[str, Any]:
+        """The memory plan on RevViT-S (12 blocks, 224 px, batch 4, in one process): for budgets
+        from the fully reversible figure to the baseline's, the blocks `model.plan` keeps, the
+        bytes kept for the backward (saved-tensor hooks) and the step time; next to plain
+        autograd and per-block checkpointing."""
+        import statistics
+
+        import torch
+
+        import revdsl
+        from revdsl.bench import step_times
+        from revdsl.measure import saved_bytes
+
+        kw = self.vit() if self.quick else {}
+        batch = 2 if self.quick else 4
+        mod = revdsl.load(VIT, **kw)
+        torch.manual_seed(0)
+        model = mod.create_model(num_classes=10).train()
+        size = int(kw.get("image", 224))
+        x = torch.randn(batch, 3, size, size)
+        costs = mod.BLOCK_COSTS["body"]
+        rows = []
+
+        def record(label: str, mode: str, kept_blocks: int | None, budget: float | None) -> None:
+            model.reversible = mode != "baseline"
+            model.checkpoint = mode == "checkpoint"
+            saved = saved_bytes(model, x)
+            times = step_times(model, [x], steps=self.steps, warmup=self.warmup)
+            rows.append({"label": label, "mode": mode, "kept_blocks": kept_blocks,
+                         "budget": budget, "saved": saved, "step_time": min(times),
+                         "median": statistics.median(times)})
+            print(f"  {label:>28s} kept {saved / 2**20:8.1f} MiB  step {min(times):.3f} s",
+                  flush=True)
+
+        for k in range(0, len(costs) + 1, 1 if self.quick else 3):
+            budget = batch * (mod.KEPT_BYTES + sum(sorted(b for b, _ in costs)[:k])) + 1
+            plan = model.plan(batch=batch, budget=budget)
+            model.set_plan(plan)
+            record(f"plan: {k} of {len(costs)} kept", "reversible", k, budget)
+        model.set_plan(None)
+        record("per-block checkpoint", "checkpoint", None, None)
+        record("plain autograd", "baseline", None, None)
+        return {"batch": batch, "blocks": len(costs), "rows": rows}
+
     def sizes(self) -> dict[str, Any]:
         """Parameters and MACs of every family's reference configurations (`revdsl stats`, from
         shapes alone) against the reference figures in the design notes."""
@@ -411,8 +455,8 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-ALL = ("sizes", "stats", "examples", "vit_depth", "vit_width", "paper_memory", "vit_batch",
-       "largest_batch", "mvit_depth", "vir_depth", "families", "backward", "compile")
+ALL = ("sizes", "planner", "stats", "examples", "vit_depth", "vit_width", "paper_memory",
+       "vit_batch", "largest_batch", "mvit_depth", "vir_depth", "families", "backward", "compile")
 
 
 def main(argv: list[str] | None = None) -> int:
