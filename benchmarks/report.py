@@ -534,9 +534,11 @@ def _tail(res: dict[str, Any]) -> str:
         "shifted blocks discard their reverse roll (`x = shifted_x`); the spec reproduces that "
         "by default (`roll_back = false`).")
     items.append(
-        "* **GPU**: none was lent to this session, so there are no GPU figures; `python "
-        "benchmarks/run.py --device cuda` and `python benchmarks/amp.py` (float16 and "
-        "bfloat16) run the same suites there.")
+        "* **GPU**: none was lent to this session, so there are no GPU figures; `bash "
+        "benchmarks/gpu.sh` (CUDA RNG replay, float16/bfloat16 autocast, peak memory and "
+        "step-time ratios of RevViT-B/L, Rev-MViT-B and RevBiFPN-S3, torch.compile) and `python "
+        "benchmarks/run.py --device cuda` run there; `bash benchmarks/gpu.sh --quick --device "
+        "cpu` is its smoke run (the test suite runs it).")
     return (f"## Also measured\n\n`{d['command']}` for the examples.\n\n" if d
             else "## Also measured\n\n") + "\n\n".join(items)
 
