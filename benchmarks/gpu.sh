@@ -6,6 +6,4 @@
 #     bash benchmarks/gpu.sh --quick    # tiny sizes: a smoke run (also on CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-.venv/bin/python}"
-[ -x "$PY" ] || PY=python3
-exec "$PY" benchmarks/gpu_checks.py "$@"
+exec "${PYTHON:-python}" benchmarks/gpu_checks.py "$@"
