@@ -39,6 +39,9 @@ SKIP = {
     "python examples/train_digits.py": "trains two models for about 2 minutes",
     "python examples/train_digits.py --model revnet": "trains two RevNets for about 45 s; "
                                                       "tests/test_revnet.py checks the model",
+    "bash benchmarks/gpu.sh": "the GPU checks at full size (5-8 minutes on a CUDA device, far "
+                              "longer on CPU); `bash benchmarks/gpu.sh --quick --device cpu` "
+                              "runs them at tiny sizes",
     "python benchmarks/difftest.py --examples 2000": "about 90 s; tests/test_reference.py runs "
                                                      "the same comparison on 150 random specs",
 }
