@@ -214,14 +214,27 @@ def block_costs(program: ir.Program) -> dict[str, list[tuple[int, int]]]:
             macs = sympy.Integer(0)
             for n in ir.walk([s.expr for s in steps], stop={x.id for x in block.inputs}):
                 if isinstance(n, ir.OpNode):
-                    opdef = catalogue.get(n.op)
-                    if opdef is not None and n.op != "extern":
-                        m = to_expr(opdef.macs([c.shape for c in n.inputs], list(n.out_shapes),
-                                               n.attr_dict))
-                        macs = macs + (m / B if m.has(B) else m)
+                    macs = macs + op_costs(n)[1]
             rows.append((_int(size), _int(evaluate(macs, program))))
         out[seg.name] = rows
     return out
+
+
+def op_costs(node: ir.OpNode) -> tuple[sympy.Expr, sympy.Expr]:
+    """(parameters, MACs per sample) of one op application, from its catalogue entry. An op
+    whose parameters are known only once it is built (an extern module) counts 0 here."""
+    opdef = catalogue.get(node.op)
+    assert opdef is not None
+    attrs = node.attr_dict
+    shapes = [c.shape for c in node.inputs]
+    params: sympy.Expr = sympy.Integer(0)
+    if opdef.has_module:
+        try:
+            params = to_expr(opdef.params(shapes, attrs))
+        except (KeyError, TypeError, ValueError):
+            params = sympy.Integer(0)
+    macs = to_expr(opdef.macs(shapes, list(node.out_shapes), attrs))
+    return params, macs / B if macs.has(B) else macs
 
 
 def _int(v: Any) -> int:

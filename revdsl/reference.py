@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from revdsl import ast, catalogue
+from revdsl.catalogue.base import as_tuple
 from revdsl.parse import parse
 
 
@@ -84,13 +85,13 @@ _FUNCTIONS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
     "leaky_relu": lambda x, a: torch.where(x[0] >= 0, x[0], x[0] * a.get("slope", 0.01)),
     "softmax": lambda x, a: torch.exp(x[0] - x[0].amax(dim=a["dim"], keepdim=True)) / torch.exp(
         x[0] - x[0].amax(dim=a["dim"], keepdim=True)).sum(dim=a["dim"], keepdim=True),
-    "reshape": lambda x, a: x[0].reshape(x[0].shape[0], *[int(d) for d in _seq(a["shape"])]),
-    "permute": lambda x, a: x[0].permute(*[int(d) for d in _seq(a["dims"])]),
-    "flip": lambda x, a: torch.flip(x[0], dims=[int(d) for d in _seq(a["dims"])]),
-    "roll": lambda x, a: torch.roll(x[0], shifts=[int(d) for d in _seq(a["shifts"])],
-                                    dims=[int(d) for d in _seq(a["dims"])]),
+    "reshape": lambda x, a: x[0].reshape(x[0].shape[0], *[int(d) for d in as_tuple(a["shape"])]),
+    "permute": lambda x, a: x[0].permute(*[int(d) for d in as_tuple(a["dims"])]),
+    "flip": lambda x, a: torch.flip(x[0], dims=[int(d) for d in as_tuple(a["dims"])]),
+    "roll": lambda x, a: torch.roll(x[0], shifts=[int(d) for d in as_tuple(a["shifts"])],
+                                    dims=[int(d) for d in as_tuple(a["dims"])]),
     "window_partition": lambda x, a: _windows(x[0], int(a["window"])),
-    "pad": lambda x, a: _zero_pad(x[0], [int(d) for d in _seq(a["widths"])]),
+    "pad": lambda x, a: _zero_pad(x[0], [int(d) for d in as_tuple(a["widths"])]),
     "window_reverse": lambda x, a: _unwindow(x[0], int(a["window"]), int(a["height"]),
                                              int(a["width"])),
     "softsign": lambda x, a: x[0] / (1 + x[0].abs()),
@@ -135,10 +136,6 @@ def _depth_to_space(x: torch.Tensor, r: int, order: str) -> torch.Tensor:
     else:
         t = x.reshape(b, r, r, c, h, w).permute(0, 3, 4, 1, 5, 2)
     return t.reshape(b, c, h * r, w * r)
-
-
-def _seq(v: Any) -> list[Any]:
-    return list(v) if isinstance(v, list | tuple) else [v]
 
 
 def _zero_pad(x: torch.Tensor, widths: list[int]) -> torch.Tensor:

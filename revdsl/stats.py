@@ -23,7 +23,8 @@ from typing import Any
 
 import sympy
 
-from revdsl import catalogue, ir
+from revdsl import ir
+from revdsl.memory import op_costs
 from revdsl.shapes import B, to_expr
 from revdsl.verify import Report, evaluate
 
@@ -86,18 +87,6 @@ def _num(e: Any, program: ir.Program, sizes: dict[str, Any] | None = None) -> in
     return int(sympy.floor(v + sympy.Rational(1, 2)))
 
 
-def _op_cost(node: ir.OpNode) -> tuple[sympy.Expr, sympy.Expr]:
-    opdef = catalogue.get(node.op)
-    assert opdef is not None
-    attrs = node.attr_dict
-    shapes = [c.shape for c in node.inputs]
-    if node.op == "extern":  # a user's module: its parameters are counted once it is built
-        return sympy.Integer(0), sympy.Integer(0)
-    params = to_expr(opdef.params(shapes, attrs)) if opdef.has_module else sympy.Integer(0)
-    macs = to_expr(opdef.macs(shapes, list(node.out_shapes), attrs))
-    return params, macs / B if macs.has(B) else macs
-
-
 def _tied(program: ir.Program) -> dict[int, int]:
     """Node id -> the node id of the layer it applies: one name given to two calls in one part
     is one layer (tied weights)."""
@@ -122,7 +111,7 @@ def _costs(nodes: list[ir.Node], modules: set[int], program: ir.Program,
     for n in nodes:
         if not isinstance(n, ir.OpNode):
             continue
-        p, m = _op_cost(n)
+        p, m = op_costs(n)
         key = tied.get(n.id, n.id)
         if key not in modules:  # a layer applied twice has its parameters once
             params += _num(p, program, sizes)

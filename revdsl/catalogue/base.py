@@ -278,6 +278,11 @@ def render_template(op: OpDef, args: list[str], attrs: dict[str, Any]) -> str:
     return op.template.format(*args, args=", ".join(args), **fields)
 
 
+def as_tuple(value: Any) -> tuple[Any, ...]:
+    """An attribute that takes one value or several (`dim=1`, `dim=[1, 2]`) as a tuple."""
+    return tuple(value) if isinstance(value, tuple | list) else (value,)
+
+
 def fmt_value(value: Any) -> str:
     """Python source for an attribute value (numbers, strings, tuples, runtime refs)."""
     if isinstance(value, RuntimeRef):

@@ -16,6 +16,7 @@ from revdsl.catalogue.base import (
     Buffer,
     OpDef,
     OpShapeError,
+    as_tuple,
     register,
 )
 from revdsl.catalogue.core import need_rank, same_shape
@@ -192,12 +193,8 @@ register(
 )
 
 
-def _dims(v: Any) -> tuple[Any, ...]:
-    return tuple(v) if isinstance(v, tuple | list) else (v,)
-
-
 def _learned_shape(shapes: Sequence[Shape], a: dict[str, Any]) -> Shape:
-    dims = _dims(a["shape"])
+    dims = as_tuple(a["shape"])
     if not dims or any(d <= 0 for d in dims):
         raise OpShapeError("learned(shape=...) needs positive dimensions")
     return tuple(to_expr(d) for d in dims)
@@ -211,7 +208,7 @@ register(
         module="Learned", inputs=0, default_name="weight",
         attrs=(Attr("shape", "ints", symbolic=False), Attr("init", "float", default=0.0)),
         shape=_learned_shape,
-        ctor=lambda s, a: [("shape", _dims(a["shape"])), ("init", a["init"])],
+        ctor=lambda s, a: [("shape", as_tuple(a["shape"])), ("init", a["init"])],
         params=lambda s, a: numel(_learned_shape(s, a)),
     )
 )

@@ -25,6 +25,7 @@ from revdsl.catalogue.base import (
     OpDef,
     OpShapeError,
     Ref,
+    as_tuple,
     fmt_value,
     register,
 )
@@ -306,7 +307,7 @@ register(
 
 def _mean_shape(shapes: Sequence[Shape], attrs: dict[str, Any]) -> Shape:
     s = shapes[0]
-    dims = attrs["dim"] if isinstance(attrs["dim"], tuple) else (attrs["dim"],)
+    dims = as_tuple(attrs["dim"])
     axes = {norm_axis(s, d) for d in dims}
     if attrs["keepdim"]:
         return tuple(sympy.Integer(1) if i in axes else d for i, d in enumerate(s))

@@ -11,7 +11,16 @@ from typing import Any
 
 import sympy
 
-from revdsl.catalogue.base import IN0, OUT0, POSITIVE, Attr, OpDef, OpShapeError, register
+from revdsl.catalogue.base import (
+    IN0,
+    OUT0,
+    POSITIVE,
+    Attr,
+    OpDef,
+    OpShapeError,
+    as_tuple,
+    register,
+)
 from revdsl.catalogue.core import norm_axis, same_shape
 from revdsl.shapes import Shape, fmt_shape, numel, simp, to_expr
 
@@ -64,13 +73,9 @@ register(
 )
 
 
-def _dims(v: Any) -> tuple[Any, ...]:
-    return tuple(v) if isinstance(v, tuple | list) else (v,)
-
-
 def _reshape_shape(s: Sequence[Shape], a: dict[str, Any]) -> Shape:
     x = s[0]
-    dims = [to_expr(d) for d in _dims(a["shape"])]
+    dims = [to_expr(d) for d in as_tuple(a["shape"])]
     free = [i for i, d in enumerate(dims) if d == -1]
     if len(free) > 1:
         raise OpShapeError("reshape: at most one dimension may be -1")
@@ -93,28 +98,23 @@ def _reshape_shape(s: Sequence[Shape], a: dict[str, Any]) -> Shape:
     return (x[0], *dims)
 
 
-def _dim_code(d: Any) -> str:
-    e = to_expr(d)
-    return str(int(e)) if e.is_number else "-1"
-
-
 register(
     OpDef(
         name="reshape",
         doc="reshape(x, [d1, d2, ...]): the same elements of each sample as [B, d1, d2, ...] "
         "(the batch stays first; one d may be -1)",
         kind="function", inputs=1, positional=("shape",),
-        attrs=(Attr("shape", "ints", symbolic=True),),
+        attrs=(Attr("shape", "ints", symbolic=False),),
         shape=_reshape_shape,
         template=lambda args, a: f"{args[0]}.reshape({args[0]}.shape[0], "
-        + ", ".join(_dim_code(d) for d in _dims(a["shape"])) + ")",
+        + ", ".join(str(int(d)) for d in as_tuple(a["shape"])) + ")",
     )
 )
 
 
 def _permute_shape(s: Sequence[Shape], a: dict[str, Any]) -> Shape:
     x = s[0]
-    order = [int(d) for d in _dims(a["dims"])]
+    order = [int(d) for d in as_tuple(a["dims"])]
     if sorted(order) != list(range(len(x))):
         raise OpShapeError(f"permute: {order} is not an order of the {len(x)} dims of "
                            f"{fmt_shape(x)}")
@@ -131,14 +131,14 @@ register(
         attrs=(Attr("dims", "ints", symbolic=False),),
         shape=_permute_shape,
         template=lambda args, a: f"{args[0]}.permute("
-        + ", ".join(str(int(d)) for d in _dims(a["dims"])) + ")",
+        + ", ".join(str(int(d)) for d in as_tuple(a["dims"])) + ")",
     )
 )
 
 
 def _axes_shape(what: str) -> Any:
     def rule(s: Sequence[Shape], a: dict[str, Any]) -> Shape:
-        for d in _dims(a["dims"]):
+        for d in as_tuple(a["dims"]):
             if norm_axis(s[0], int(d)) == 0:
                 raise OpShapeError(f"{what}: dim 0 is the batch; {what} the other dims")
         return s[0]
@@ -153,13 +153,13 @@ register(
         attrs=(Attr("dims", "ints", symbolic=False),),
         shape=_axes_shape("flip"),
         template=lambda args, a: f"torch.flip({args[0]}, dims=("
-        + "".join(f"{int(d)}, " for d in _dims(a["dims"])).rstrip(" ") + "))",
+        + "".join(f"{int(d)}, " for d in as_tuple(a["dims"])).rstrip(" ") + "))",
     )
 )
 
 
 def _roll_shape(s: Sequence[Shape], a: dict[str, Any]) -> Shape:
-    if len(_dims(a["shifts"])) != len(_dims(a["dims"])):
+    if len(as_tuple(a["shifts"])) != len(as_tuple(a["dims"])):
         raise OpShapeError("roll: give one shift per dim")
     return _axes_shape("roll")(s, a)  # type: ignore[no-any-return]
 
@@ -173,14 +173,14 @@ register(
         attrs=(Attr("shifts", "ints", symbolic=False), Attr("dims", "ints", symbolic=False)),
         shape=_roll_shape,
         template=lambda args, a: f"torch.roll({args[0]}, shifts=("
-        + "".join(f"{int(d)}, " for d in _dims(a["shifts"])).rstrip(" ") + "), dims=("
-        + "".join(f"{int(d)}, " for d in _dims(a["dims"])).rstrip(" ") + "))",
+        + "".join(f"{int(d)}, " for d in as_tuple(a["shifts"])).rstrip(" ") + "), dims=("
+        + "".join(f"{int(d)}, " for d in as_tuple(a["dims"])).rstrip(" ") + "))",
     )
 )
 
 def _pad_shape(s: Sequence[Shape], a: dict[str, Any]) -> Shape:
     x = list(s[0])
-    widths = [int(d) for d in _dims(a["widths"])]
+    widths = [int(d) for d in as_tuple(a["widths"])]
     if len(widths) % 2 or len(widths) // 2 > len(x) - 1 or any(w < 0 for w in widths):
         raise OpShapeError(f"pad: give (before, after) pairs of non-negative widths for the last "
                            f"dims of {fmt_shape(s[0])}, the last dim first (not the batch)")
@@ -200,7 +200,7 @@ register(
         attrs=(Attr("widths", "ints", symbolic=False),),
         shape=_pad_shape,
         template=lambda args, a: f"F.pad({args[0]}, ("
-        + ", ".join(str(int(d)) for d in _dims(a["widths"])) + "))",
+        + ", ".join(str(int(d)) for d in as_tuple(a["widths"])) + "))",
     )
 )
 

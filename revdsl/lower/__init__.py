@@ -53,6 +53,7 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin, FunctionMixi
         self.scopes: list[dict[str, Any]] = [{}]
         self.calls: list[Frame] = []  # user functions being expanded, innermost last
         self.function_calls: dict[str, tuple[Span | None, list[Span | None]]] = {}
+        self.model_calls: dict[str, int] = {}  # user-function calls outside blocks, by name
         self.params: list[ir.Param] = []
         self.options: list[ir.Option] = []
         self.inputs: list[ir.InputNode] = []
@@ -292,25 +293,29 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin, FunctionMixi
     def s_InputDecl(self, s: ast.InputDecl) -> None:
         self._top_only(s, "`input`")
         self._check_ident(s.name, s.span, "input")
-        dims: list[sympy.Expr] = []
-        for d in s.dims:
-            if isinstance(d, ast.Name) and not self._defined(d.id):
-                dims.append(B if d.id == "B" else dim_symbol(d.id))
-                continue
-            v = self.ct(d)
-            if isinstance(v, bool) or not isinstance(v, int | sympy.Expr):
-                raise SpecTypeError(f"an input dimension must be an integer, got {_kind(v)}",
-                                    d.span)
-            e = to_expr(v)
-            if e.is_number and (not e.is_integer or e < 1):
-                raise SpecTypeError(f"an input dimension must be a positive integer, got {e}",
-                                    d.span)
-            dims.append(e)
+        dims = self.declared_dims(s.dims)
         if not dims or dims[0] != B:
             raise SpecTypeError("an input's first dimension must be the batch, `B`", s.span)
         node = ir.InputNode(id=self.nid(), shape=tuple(dims), span=s.span, name=s.name)
         self.inputs.append(node)
         self.bind(s.name, TVal(node, 0))
+
+    def declared_dims(self, dims: tuple[ast.Expr, ...]) -> list[sympy.Expr]:
+        """The dimensions of a declared shape (an input, an extern's inputs and outputs): a name
+        defined nowhere is a free size (`B` the batch), anything else a positive integer."""
+        out: list[sympy.Expr] = []
+        for d in dims:
+            if isinstance(d, ast.Name) and not self._defined(d.id):
+                out.append(B if d.id == "B" else dim_symbol(d.id))
+                continue
+            v = self.ct(d)
+            if isinstance(v, bool) or not isinstance(v, int | sympy.Expr):
+                raise SpecTypeError(f"a dimension must be an integer, got {_kind(v)}", d.span)
+            e = to_expr(v)
+            if e.is_number and (not e.is_integer or e < 1):
+                raise SpecTypeError(f"a dimension must be a positive integer, got {e}", d.span)
+            out.append(e)
+        return out
 
     def _defined(self, name: str) -> bool:
         return any(name in sc for sc in self.scopes)

@@ -22,7 +22,7 @@ from revdsl import ast, catalogue, ir
 from revdsl.errors import ShapeError, SpecNameError, SpecTypeError
 from revdsl.lower.consteval import _CT_FUNCS, _kind
 from revdsl.lower.values import TVal
-from revdsl.shapes import B, dim_symbol, fmt_shape, simp, to_expr
+from revdsl.shapes import B, fmt_shape, simp
 
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
@@ -48,8 +48,8 @@ class ExternMixin:
         if not _PATH.fullmatch(s.path) or any(keyword.iskeyword(p) for p in s.path.split(".")):
             raise SpecNameError(f"'{s.path}' is not an import path: write it as "
                                 "\"package.module.Class\"", s.path_span or s.span)
-        ins = tuple(self._dims(d) for d in s.inputs)
-        outs = tuple(self._dims(d) for d in s.outputs)
+        ins = tuple(tuple(self.declared_dims(d)) for d in s.inputs)
+        outs = tuple(tuple(self.declared_dims(d)) for d in s.outputs)
         named = {x for shape in ins for d in shape for x in d.free_symbols}
         for shape, written in zip(outs, s.outputs, strict=True):
             for d, w in zip(shape, written, strict=True):
@@ -58,19 +58,6 @@ class ExternMixin:
                     raise SpecNameError(f"the output dimension {loose[0]} of '{s.name}' does not "
                                         "appear in its inputs, so no call fixes it", w.span)
         self.bind(s.name, Extern(s.name, s.path, ins, outs, s.span))
-
-    def _dims(self, dims: tuple[ast.Expr, ...]) -> tuple[sympy.Expr, ...]:
-        out = []
-        for d in dims:
-            if isinstance(d, ast.Name) and not self._defined(d.id):
-                out.append(B if d.id == "B" else dim_symbol(d.id))
-                continue
-            v = self.ct(d)
-            if isinstance(v, bool) or not isinstance(v, int | sympy.Expr):
-                raise SpecTypeError(f"a dimension must be an integer or a name, got {_kind(v)}",
-                                    d.span)
-            out.append(to_expr(v))
-        return tuple(out)
 
     def apply_extern(self, ext: Extern, e: ast.Call, args: list[Any],
                      kwargs: dict[str, Any]) -> Any:

@@ -46,6 +46,7 @@ class FunctionMixin:
     """Functions of the elaborator (`self` is the `_Elaborator`)."""
 
     calls: list[Frame]
+    model_calls: dict[str, int]
     function_calls: dict[str, tuple[Span | None, list[Span | None]]]
 
     def s_FuncDef(self, s: ast.FuncDef) -> None:
@@ -157,13 +158,10 @@ class FunctionMixin:
         """Calls so far, per function, in the part whose layers this call creates (a block, a
         stored block, the block a segment's next update opens, or the model)."""
         if self.blk is not None:
-            holder: Any = self.blk
-        elif self.seg is not None and not self.entry_mode:
-            holder = self.seg.__dict__.setdefault("next_block_calls", {})
-            return holder.setdefault(len(self.seg.blocks), {})  # type: ignore[no-any-return]
-        else:
-            holder = self.plain if self.plain is not None else self
-        return holder.__dict__.setdefault("calls_per_function", {})  # type: ignore[no-any-return]
+            return self.blk.calls
+        if self.seg is not None and not self.entry_mode:
+            return self.seg.next_block_calls.setdefault(len(self.seg.blocks), {})
+        return self.plain.calls if self.plain is not None else self.model_calls
 
     def layer_base(self, base: str) -> str:
         """A layer's name inside a function: after the call (`ffn_fc1`)."""

@@ -65,6 +65,7 @@ class _Block:
     modules: list[tuple[ir.OpNode, str, Span | None]] = field(default_factory=list)
     locals: list[tuple[str, ir.Node]] = field(default_factory=list)
     implicit: bool = False
+    calls: dict[str, int] = field(default_factory=dict)  # user-function calls so far, by name
 
 
 @dataclass(eq=False)
@@ -84,6 +85,7 @@ class _Plain:
     first_id: int = 0  # nodes with smaller ids were created before the block: its inputs
     assigns: list[ir.Assign] = field(default_factory=list)
     modules: list[tuple[ir.OpNode, str, Span | None]] = field(default_factory=list)
+    calls: dict[str, int] = field(default_factory=dict)  # user-function calls so far, by name
 
 
 @dataclass(eq=False)
@@ -101,3 +103,5 @@ class _Segment:
     shapes: dict[str, Shape] = field(default_factory=dict)
     started: bool = False
     context: dict[int, str] = field(default_factory=dict)  # outside value id -> its stream
+    # user-function calls in the block a segment's next step opens (by its index), by name
+    next_block_calls: dict[int, dict[str, int]] = field(default_factory=dict)
