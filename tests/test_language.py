@@ -243,3 +243,17 @@ def test_language_specs_pass_revdsl_test(name: str, capsys: pytest.CaptureFixtur
 
     assert main(["test", str(HERE / f"{name}.rev"), "--examples", "3", "-q"]) == 0, \
         capsys.readouterr()
+
+
+def test_a_bijective_layer_that_cannot_be_undone_in_floating_point_says_so() -> None:
+    """An invertible 1x1 convolution whose determinant vanished in float32: the backward
+    reports the step instead of returning non-finite gradients."""
+    import torch
+
+    import revdsl
+
+    model = revdsl.load((HERE / "glow.rev").read_text()).create_model()
+    with torch.no_grad():
+        model.flow.blocks[0].invconv.log_s.fill_(-200.0)
+    with pytest.raises(FloatingPointError, match="the update of 'x' by invconv"):
+        model(torch.randn(2, 4, 8, 8)).sum().backward()

@@ -280,6 +280,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
             continue
         if isinstance(step, Bijection):
             _backward_bijection(block, step, state, grads, index, slots)
+            if checks is not None:
+                checks.append((k, step, torch.isfinite(state[step.target]).all()))
             continue
         if k in saved:
             _set_rng_state(next(iter(state.values())).device, saved.pop(k))

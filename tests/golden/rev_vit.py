@@ -90,10 +90,11 @@ class _Call:
             for i, block, steps in self.checks:  # in backward order: the first failure
                 for k, step, ok in steps:
                     if not bool(ok):
+                        by = getattr(step, "fn", "") or getattr(step, "module", "")
                         raise FloatingPointError(
                             f"reversible backward: undoing step {k} of block {i} "
                             f"({type(block).__name__}), the update of '{step.target}' by "
-                            f"{step.fn or 'its formula'}, gave non-finite values: its inverse "
+                            f"{by or 'its formula'}, gave non-finite values: its inverse "
                             "divides by a scale that vanished or overflowed at this precision. "
                             "Bound the scale away from 0 (e.g. sigmoid(s) + eps), train in "
                             "higher precision, or set model.reversible = False."
@@ -396,6 +397,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
             continue
         if isinstance(step, Bijection):
             _backward_bijection(block, step, state, grads, index, slots)
+            if checks is not None:
+                checks.append((k, step, torch.isfinite(state[step.target]).all()))
             continue
         if k in saved:
             _set_rng_state(next(iter(state.values())).device, saved.pop(k))
