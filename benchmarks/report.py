@@ -516,13 +516,20 @@ def _tail(res: dict[str, Any]) -> str:
             "batch (relative errors):\n\n"
             + _table(["model", "mode", "wrapper", "processes", "steps", "gradients",
                       "weights"], rows))
-    items.append(
-        "* **RevNet-38 on the digits** (`python examples/train_digits.py --model revnet`, 2-core "
-        "CPU, 2026-11-30, about 40 s): the digits upsampled to 16x16, 15 epochs, reversible and "
-        "baseline from the same seed: test accuracy 99.44% and 99.72%, final training loss "
-        "0.518 and 0.516; the float32 gradients of the first step agree to 1.8e-6, and AdamW "
-        "amplifies that rounding to a 1.3e-2 gap in the per-step loss within the first epoch "
-        "(2.7e-2 between epoch means). The plot is `docs/digits_revnet_loss.png`.")
+    g = load("digits_revnet")
+    if g:
+        acc = g["test_accuracy"]
+        items.append(
+            "* **RevNet-38 on the digits** (`python examples/train_digits.py --model revnet "
+            "--json benchmarks/results/digits_revnet.json`, about "
+            f"{sum(g['seconds'].values()):.0f} s): the digits upsampled to 16x16, "
+            f"{g['epochs']} epochs, {g['params']:,} parameters, reversible and baseline from the "
+            f"same seed: test accuracy {100 * acc['reversible']:.2f}% and "
+            f"{100 * acc['baseline']:.2f}%; the per-step losses differ by up to "
+            f"{g['first_epoch_gap']:.1e} in the first epoch and the epoch means by up to "
+            f"{g['epoch_mean_gap']:.1e} (float32 rounding through BatchNorm, amplified by AdamW; "
+            "tests/test_revnet.py and `revdsl test` check the gradients in float64). The plot "
+            "is `docs/digits_revnet_loss.png`.")
     items.append(
         "* **RevSwin against minREV** (measured outside the repository, 2026-11-30: minREV's "
         "`revswin.py` run in a scratch folder with stand-ins for its four timm helpers, its "
