@@ -300,7 +300,8 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin, FunctionMixi
         self.inputs.append(node)
         self.bind(s.name, TVal(node, 0))
 
-    def declared_dims(self, dims: tuple[ast.Expr, ...]) -> list[sympy.Expr]:
+    def declared_dims(self, dims: tuple[ast.Expr, ...], what: str = "an input dimension"
+                      ) -> list[sympy.Expr]:
         """The dimensions of a declared shape (an input, an extern's inputs and outputs): a name
         defined nowhere is a free size (`B` the batch), anything else a positive integer."""
         out: list[sympy.Expr] = []
@@ -310,10 +311,10 @@ class _Elaborator(ExprMixin, SegmentMixin, ApplyMixin, NamingMixin, FunctionMixi
                 continue
             v = self.ct(d)
             if isinstance(v, bool) or not isinstance(v, int | sympy.Expr):
-                raise SpecTypeError(f"a dimension must be an integer, got {_kind(v)}", d.span)
+                raise SpecTypeError(f"{what} must be an integer, got {_kind(v)}", d.span)
             e = to_expr(v)
             if e.is_number and (not e.is_integer or e < 1):
-                raise SpecTypeError(f"a dimension must be a positive integer, got {e}", d.span)
+                raise SpecTypeError(f"{what} must be a positive integer, got {e}", d.span)
             out.append(e)
         return out
 

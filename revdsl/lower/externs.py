@@ -48,8 +48,9 @@ class ExternMixin:
         if not _PATH.fullmatch(s.path) or any(keyword.iskeyword(p) for p in s.path.split(".")):
             raise SpecNameError(f"'{s.path}' is not an import path: write it as "
                                 "\"package.module.Class\"", s.path_span or s.span)
-        ins = tuple(tuple(self.declared_dims(d)) for d in s.inputs)
-        outs = tuple(tuple(self.declared_dims(d)) for d in s.outputs)
+        what = f"a dimension of extern '{s.name}'"
+        ins = tuple(tuple(self.declared_dims(d, what)) for d in s.inputs)
+        outs = tuple(tuple(self.declared_dims(d, what)) for d in s.outputs)
         named = {x for shape in ins for d in shape for x in d.free_symbols}
         for shape, written in zip(outs, s.outputs, strict=True):
             for d, w in zip(shape, written, strict=True):
