@@ -3,6 +3,7 @@
     revdsl compile SPEC -o OUT.py [--set NAME=VALUE ...]
     revdsl check SPEC [--set ...] [--explain]
     revdsl ops
+    revdsl convert SPEC CHECKPOINT --from slowfast -o weights.pt
 
 Errors print as `path:line:col: error: ...` with the source line and a caret, exit status 1, and
 no traceback (`--traceback` shows it). `compile` writes its output atomically: on any error the
@@ -121,10 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[Any]:
     """Commands defined in their own modules (viz, stats, test, bench): each module has an
     `add_command(sub, spec_args)`; the CLI imports them, they never import the CLI."""
-    from revdsl import bench, plan, proptest, stats, viz
+    from revdsl import bench, convert, plan, proptest, stats, viz
 
     return [viz.add_command, stats.add_command, proptest.add_command, bench.add_command,
-            plan.add_command]
+            plan.add_command, convert.add_command]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

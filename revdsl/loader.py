@@ -73,7 +73,36 @@ def load_source(source: str, name: str | None = None) -> types.ModuleType:
         sys.path.append(os.getcwd())
     exec(compile(source, filename, "exec"), module.__dict__)
     _make_picklable(module, source, modname)
+    _add_weight_methods(module)
     return module
+
+
+def _add_weight_methods(module: types.ModuleType) -> None:
+    """A loaded model reads and writes official checkpoints' names (revdsl.weights). A
+    compiled file stays standalone (it imports only torch): convert its weights once with
+    `revdsl convert` and load them with load_state_dict."""
+    cls = getattr(module, str(getattr(module.create_model, "__annotations__", {})
+                              .get("return", "")), None)
+    if not isinstance(cls, type):
+        return
+
+    def load_reference_state_dict(self: Any, state_dict: Any, source: str,
+                                  strict: bool = True) -> list[str]:
+        """Load an official checkpoint's state dict (source: 'slowfast', 'revbifpn'): names
+        and shapes mapped and checked; returns the unused names (strict=False only)."""
+        from revdsl.weights import load_reference_state_dict as load_ref
+        from revdsl.weights import unwrap
+
+        return load_ref(self, unwrap(state_dict), source, strict=strict)
+
+    def to_reference_state_dict(self: Any, source: str) -> dict[str, Any]:
+        """This model's weights under the official code's names and shapes."""
+        from revdsl.weights import to_reference
+
+        return to_reference(self, source)
+
+    cls.load_reference_state_dict = load_reference_state_dict
+    cls.to_reference_state_dict = to_reference_state_dict
 
 
 # ---- pickling across processes ----------------------------------------------------------------

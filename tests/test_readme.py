@@ -46,6 +46,18 @@ SKIP = {
                                                      "the same comparison on 150 random specs",
 }
 
+_CKPT = "needs an official checkpoint (a download); tests/test_weights.py runs the command on " \
+        "checkpoints in the official formats"
+SKIP.update({cmd: _CKPT for cmd in (
+    "revdsl convert specs/rev_vit.rev REV_VIT_S.pyth --from slowfast -o rev_vit_s.pt",
+    "revdsl convert specs/rev_vit.rev REV_VIT_B.pyth --from slowfast -o rev_vit_b.pt --set "
+    "dim=768 --set heads=12",
+    "revdsl convert specs/rev_mvit.rev REV_MVIT_B_16_CONV.pyth --from slowfast -o rev_mvit_b.pt",
+    "revdsl convert specs/rev_bifpn.rev revbifpn_s3.pth --from revbifpn -o s3.pt --set width=8/3 "
+    "--set image=288 --set num_ext=3 --set stochastic_depth=0.05",
+    "revdsl convert specs/rev_vit.rev rev_vit_s.pt --to slowfast -o REV_VIT_S_finetuned.pyth",
+)})
+
 # commands shown failing on purpose, with the exit status they must give
 EXIT = {
     "revdsl test tests/data/steep.rev --dtype float32": 1,  # the README's ill-conditioned example
