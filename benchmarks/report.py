@@ -133,6 +133,47 @@ def _planner(d: dict[str, Any]) -> str:
             + (f"\n\n![{plot}](benchmarks/plots/{plot})" if plot else ""))
 
 
+def _chunked(d: dict[str, Any]) -> str:
+    rows = [[f"{r['batches'][0]} -> {r['batches'][1]}", r["mode"],
+             f"{r['per_image'] / 2**20:.2f}",
+             "-" if r["vs_baseline"] is None else f"{r['vs_baseline']:.1f}x"]
+            for r in d["slopes"]]
+    def ratios(pair: list[int]) -> tuple[float, float]:
+        these = [r for r in d["slopes"] if r["batches"] == pair]
+        chunked = max((r["vs_baseline"] or 0) for r in these if r["mode"].startswith("chunked"))
+        return chunked, next(r["vs_baseline"] for r in these if r["mode"] == "reversible")
+
+    pairs = sorted({tuple(r["batches"]) for r in d["slopes"]})
+    got = {p: ratios(list(p)) for p in pairs}
+    steady = pairs[-1]
+    t = {r["mode"]: r["step_time"] for r in d["timing"]}
+    cost = {m: t[m] / t["reversible"] - 1 for m in t if m != "reversible"}
+    peaks = [[f"batch {r['batch']}", r["mode"], f"{r['peak'] / 2**20:.1f}"] for r in d["rows"]]
+    lo, hi = pairs[0]
+    met = all(c >= 15 for c, _ in got.values())
+    return ("## Token-chunked recompute (RevViT-B)\n\n"
+            f"`{d['command']}`. `model.set_recompute_chunks(n)` recomputes and backpropagates "
+            "every row-wise step (each token alone: here the MLP half of every block) in n "
+            "chunks of tokens, with the same gradients (tests/test_chunked.py, float64). Peak "
+            "memory per image is the slope of the measured peak between two batches. Target "
+            f"(issue 19): >= 15x less than the baseline per image (between batches {lo} and "
+            f"{hi}): " + "; ".join(f"batches {p[0]} -> {p[1]}: {c:.1f}x with chunks, {r:.1f}x "
+                                   "without" for p, (c, r) in got.items())
+            + f" ({'met' if met else 'missed'}: the steady figure, batches {steady[0]} -> "
+            f"{steady[1]}, is what counts); step time cost <= 3%: "
+            + ", ".join(f"{m} {100 * c:+.1f}%" for m, c in cost.items())
+            + f" ({'met' if min(cost.values()) <= 0.03 else 'missed'} for the better one). "
+            "Between the smallest batches a chunked model's peak has a constant extra of one "
+            "set of the chunked layers' weight gradients (the per-chunk gradients are summed "
+            "into a buffer) and the peak moves from the MLP's recompute to attention's, so the "
+            "slope there flatters chunking; between the larger batches the peak is attention's "
+            "recompute (not row-wise: its working set is not chunked), which chunking does "
+            "not reduce. Chunking attention along its queries (K and V computed once) is the "
+            "next step.\n\n"
+            + _table(["batches", "mode", "MiB per image", "less than baseline"], rows)
+            + "\n\nMeasured peaks:\n\n" + _table(["batch", "mode", "peak MiB"], peaks))
+
+
 def _plot_planner(rows: list[dict[str, Any]]) -> str | None:
     try:
         import matplotlib
@@ -160,9 +201,9 @@ def _plot_planner(rows: list[dict[str, Any]]) -> str | None:
 
 def write() -> Path:
     res = {name: load(name) for name in (
-        "sizes", "planner", "stats", "examples", "vit_depth", "vit_width", "paper_memory",
-        "vit_batch", "largest_batch", "mvit_depth", "vir_depth", "families", "backward", "compile",
-        "amp_cpu", "vir_forms", "drift", "compile_time", "difftest")}
+        "sizes", "planner", "chunked", "stats", "examples", "vit_depth", "vit_width",
+        "paper_memory", "vit_batch", "largest_batch", "mvit_depth", "vir_depth", "families",
+        "backward", "compile", "amp_cpu", "vir_forms", "drift", "compile_time", "difftest")}
     machine = next((r["machine"] for r in res.values() if r), {})
     parts: list[str] = [HEADER.format(
         cpu=machine.get("cpu", "?"), cores=machine.get("cores", "?"),
@@ -302,6 +343,8 @@ def write() -> Path:
                                "reference GMACs", "note"], rows))
     if res["planner"]:
         parts.append(_planner(res["planner"]))
+    if res["chunked"]:
+        parts.append(_chunked(res["chunked"]))
     if res["stats"]:
         d = res["stats"]
         rows = [[r["spec"], r["mode"], f"{r['predicted'] / 1024:.2f}",
@@ -508,14 +551,25 @@ def _tail(res: dict[str, Any]) -> str:
             f"to {g['first_epoch_gap']:.1e} over the first epoch and stay within "
             f"{g['epoch_mean_gap']:.1e} (epoch means) over the run, float32 rounding amplified "
             "by training. The plot is `docs/digits_loss.png`.")
+        def held(r: dict[str, Any]) -> str:
+            if "held_rank0" not in r:
+                return "-"
+            kib = sum(r["held_rank0"].values()) / 2**10
+            return f"{kib:.0f} KiB ({r['held_ratio']:.3f})"
+
         rows = [[r["label"], r["mode"], r["how"], r["processes"], r["steps"],
-                 f"{r['grad_error']:.1e}", f"{r['weight_error']:.1e}"] for r in d["ddp"]]
+                 f"{r['grad_error']:.1e}", f"{r['weight_error']:.1e}", held(r)]
+                for r in d["ddp"]]
         items.append(
             "* **DDP and FSDP2** (`python examples/ddp.py`, gloo, small configurations, float64): "
             "gradients and weights after the steps against one process on the concatenated "
-            "batch (relative errors):\n\n"
+            "batch (relative errors), and the parameters + gradients rank 0 holds between steps "
+            "(its local shards; in brackets the fraction of one unsharded process's). "
+            "`--fsdp-per-block` shards every reversible and stored block with its own "
+            "`fully_shard`: the engine gathers a block's parameters for its forward and for its "
+            "recompute, and reduce-scatters its gradients as its backward finishes:\n\n"
             + _table(["model", "mode", "wrapper", "processes", "steps", "gradients",
-                      "weights"], rows))
+                      "weights", "rank 0 params + grads"], rows))
     g = load("digits_revnet")
     if g:
         acc = g["test_accuracy"]

@@ -194,6 +194,32 @@ class Suite:
             rows += self.measure(VIT, self.vit(**WIDTHS["S"]), b, f"batch {b}")
         return {"spec": "rev_vit.rev", "width": "S", "rows": rows}
 
+    def chunked(self) -> dict[str, Any]:
+        """Token-chunked recompute (model.set_recompute_chunks): RevViT-B's peak memory per
+        image, the slope between two batches (baseline / reversible, the paper's measure), with
+        the row-wise steps (the MLP half of every block) recomputed in 4 and 8 chunks; and the
+        step time it costs."""
+        kw = self.vit(**WIDTHS["B"])
+        pairs = [(1, 2)] if self.quick else [(2, 6), (6, 16)]
+        modes = ("baseline", "reversible", "chunked4", "chunked8")
+        rows = []
+        for b in sorted({b for pair in pairs for b in pair}):
+            rows += self.measure(VIT, kw, b, f"batch {b}", modes=modes, timing=False)
+        peak = {(r["batch"], r["mode"]): r["peak"] for r in rows}
+        slopes = []
+        for lo, hi in pairs:
+            per = {m: (peak[(hi, m)] - peak[(lo, m)]) / (hi - lo) for m in modes}
+            for m in modes:
+                slopes.append({"batches": [lo, hi], "mode": m, "per_image": per[m],
+                               "vs_baseline": per["baseline"] / per[m] if per[m] else None})
+                print(f"  batches {lo}->{hi} {m:10s} {per[m] / 2**20:7.2f} MiB/image  "
+                      f"({per['baseline'] / per[m]:.1f}x less than the baseline)", flush=True)
+        batch = 2 if self.quick else 6
+        timing = self.measure(VIT, kw, batch, f"time, batch {batch}",
+                              modes=("reversible", "chunked4", "chunked8"))
+        return {"spec": "rev_vit.rev", "width": "B", "rows": rows, "slopes": slopes,
+                "timing": timing}
+
     def largest_batch(self) -> dict[str, Any]:
         from revdsl.bench import largest_batch
 
@@ -400,7 +426,9 @@ class Suite:
         mvit = ["--spec", "specs/rev_mvit.rev", "--set", "image=32", "--set", "dim=8", "--set",
                 "kv_stride=2", "--set", "transitions=[1, 3]", "--set", "depth=6"]
         runs = [("RevViT", [*vit]), ("RevViT", [*vit, "--baseline"]),
-                ("RevViT", [*vit, "--fsdp"]), ("Rev-MViT", mvit)]
+                ("RevViT", [*vit, "--fsdp"]), ("RevViT", [*vit, "--fsdp-per-block"]),
+                ("Rev-MViT", mvit), ("Rev-MViT", [*mvit, "--fsdp"]),
+                ("Rev-MViT", [*mvit, "--fsdp-per-block"])]
         root = SPECS.parent
         out: dict[str, Any] = {"ddp": []}
         with tempfile.TemporaryDirectory() as tmp:
@@ -455,7 +483,7 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-ALL = ("sizes", "planner", "stats", "examples", "vit_depth", "vit_width", "paper_memory",
+ALL = ("sizes", "planner", "chunked", "stats", "examples", "vit_depth", "vit_width", "paper_memory",
        "vit_batch", "largest_batch", "mvit_depth", "vir_depth", "families", "backward", "compile")
 
 

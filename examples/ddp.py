@@ -8,6 +8,9 @@ compiled at this small size):
 
     python examples/ddp.py
     python examples/ddp.py --fsdp
+    python examples/ddp.py --fsdp-per-block
+    python examples/ddp.py --fsdp-per-block --spec specs/rev_mvit.rev --set depth=3 \
+        --set transitions=[1] --set dim=16 --set heads=1 --set image=32
     python examples/ddp.py --spec specs/rev_mvit.rev --set depth=3 --set transitions=[1] \
         --set dim=16 --set heads=1 --set image=32
 
@@ -73,13 +76,46 @@ def train(model: torch.nn.Module, data: list[tuple[torch.Tensor, torch.Tensor]]
     return grads
 
 
+def held_bytes(model: torch.nn.Module) -> dict[str, int]:
+    """What this rank holds between steps: its parameters and gradients (a sharded one counts
+    its local shard only)."""
+    def local(t: torch.Tensor | None) -> int:
+        if t is None:
+            return 0
+        t = t.to_local() if hasattr(t, "to_local") else t
+        return t.numel() * t.element_size()
+
+    return {"parameters": sum(local(p) for p in model.parameters()),
+            "gradients": sum(local(p.grad) for p in model.parameters())}
+
+
+def shard_units(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The units to shard one by one: every block of every reversible segment and every stored
+    block (a stage transition, a neck: their classes say STORED); the root unit holds the rest
+    (stem, head)."""
+    units = []
+    for child in model.children():
+        blocks = getattr(child, "blocks", None)
+        if isinstance(blocks, torch.nn.ModuleList):
+            units.extend(blocks)
+        elif getattr(child, "STORED", False):
+            units.append(child)
+    return units
+
+
 def train_ddp(rank: int, args: argparse.Namespace, sets: dict[str, Any], out: str) -> None:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     dist.init_process_group("gloo", init_method=f"file://{out}.rendezvous", rank=rank,
                             world_size=WORLD)
     try:
         model = build(args.spec, sets, args.reversible)
-        if args.fsdp:
+        if args.fsdp_per_block:
+            from torch.distributed.fsdp import fully_shard
+
+            for block in shard_units(model):
+                fully_shard(block)      # each block: its own all-gather and reduce-scatter
+            fully_shard(model)          # the rest (stem, head) and the root
+        elif args.fsdp:
             from torch.distributed.fsdp import fully_shard
 
             fully_shard(model)  # FSDP2, the whole model as one unit (see the README)
@@ -90,12 +126,13 @@ def train_ddp(rank: int, args: argparse.Namespace, sets: dict[str, Any], out: st
                 for x, y in batches(args.steps, args.batch, args.image)]
         grads = train(model, data)
         inner = model.module if isinstance(model, DDP) else model
+        held = held_bytes(inner)
         state = {n: v.full_tensor() if hasattr(v, "full_tensor") else v
                  for n, v in inner.state_dict().items()}
         grads = [{n: g.full_tensor() if hasattr(g, "full_tensor") else g for n, g in gs.items()}
                  for gs in grads]
         if rank == 0:
-            torch.save({"state": state, "grads": grads}, out)
+            torch.save({"state": state, "grads": grads, "held": held}, out)
         dist.barrier()  # neither rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
@@ -127,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="train the baseline (plain autograd) instead")
     p.add_argument("--fsdp", action="store_true",
                    help="shard with FSDP2 (fully_shard on the whole model) instead of DDP")
+    p.add_argument("--fsdp-per-block", action="store_true",
+                   help="FSDP2 with fully_shard on every reversible and stored block, then the "
+                   "model")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     if args.set is None and args.spec == p.get_default("spec"):
@@ -146,14 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     w_floor = 1e-6 * max(v.abs().max().item() for v in state.values())
     w_err = max(rel(ddp["state"][n], v, w_floor) for n, v in state.items())
     mode = "reversible" if args.reversible else "baseline"
-    how = "FSDP2" if args.fsdp else "DDP"
+    how = ("FSDP2 per block" if args.fsdp_per_block else "FSDP2" if args.fsdp else "DDP")
     print(f"{how} ({WORLD} processes, gloo) vs one process, {mode}, {args.steps} steps: "
           f"gradients {g_err:.2e}, weights {w_err:.2e} (relative, float64)")
+    full = held_bytes(single)
+    ratio = sum(ddp["held"].values()) / sum(full.values())
+    print(f"held by rank 0 between steps: parameters {ddp['held']['parameters'] / 2**10:.1f} KiB "
+          f"+ gradients {ddp['held']['gradients'] / 2**10:.1f} KiB = {ratio:.3f} of one "
+          f"process's {sum(full.values()) / 2**10:.1f} KiB")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"spec": args.spec, "sets": args.set or [], "mode": mode, "how": how,
                        "processes": WORLD, "steps": args.steps, "grad_error": g_err,
-                       "weight_error": w_err}, f, indent=2)
+                       "weight_error": w_err, "held_rank0": ddp["held"], "held_single": full,
+                       "held_ratio": ratio}, f, indent=2)
     return 0 if max(g_err, w_err) < 1e-10 else 1
 
 

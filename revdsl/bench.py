@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -52,9 +53,14 @@ def _progress(total: int, desc: str) -> Any:
 
 
 def set_mode(model: Any, mode: str) -> None:
-    assert mode in MODES, mode
-    model.reversible = mode == "reversible"
+    """reversible, baseline (plain autograd), checkpoint (per block), or chunked<N>: reversible
+    with row-wise steps recomputed in N chunks of tokens (model.set_recompute_chunks)."""
+    chunked = re.fullmatch(r"chunked(\d+)", mode)
+    assert mode in MODES or chunked, mode
+    model.reversible = mode == "reversible" or chunked is not None
     model.checkpoint = mode == "checkpoint"
+    if hasattr(model, "set_recompute_chunks"):
+        model.set_recompute_chunks(int(chunked.group(1)) if chunked else 1)
 
 
 def load(spec: str, overrides: dict[str, Any]) -> tuple[Any, Any]:

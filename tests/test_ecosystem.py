@@ -120,6 +120,41 @@ def test_ddp_matches_one_process(extra: list[str]) -> None:
     assert "vs one process" in out and "3 steps" in out
 
 
+def test_fsdp_per_block_matches_one_process_and_halves_what_a_rank_holds() -> None:
+    """fully_shard on every reversible block: the engine gathers each block's parameters for
+    its forward and its recompute and reduce-scatters its gradients (2 gloo processes, float64,
+    against one process; the example exits 1 past 1e-10)."""
+    out = _run_example(*VIT_SETS, "--fsdp-per-block")
+    assert "FSDP2 per block (2 processes, gloo) vs one process, reversible" in out
+    ratio = float(out.split(" of one process")[0].rsplit("= ", 1)[1])
+    assert 0.45 < ratio < 0.55, out
+
+
+def test_fsdp_per_block_with_stored_transitions() -> None:
+    out = _run_example("--spec", "specs/rev_mvit.rev", "--set", "image=32", "--set", "dim=8",
+                       "--set", "kv_stride=2", "--set", "transitions=[1, 3]", "--set",
+                       "depth=6", "--fsdp-per-block")
+    assert "FSDP2 per block (2 processes, gloo) vs one process, reversible" in out
+
+
+def test_fsdp_inside_a_reversible_block_is_refused(tmp_path: Path) -> None:
+    """Sharding a part of a reversible block (not the block) is refused with the fix named;
+    one process (world size 1) is enough to see it."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdzv'}", rank=0,
+                            world_size=1)
+    try:
+        model = load_spec("rev_vit.rev", **SMALL["rev_vit.rev"]).create_model()
+        fully_shard(model.body.blocks[0].attn)
+        fully_shard(model)
+        with pytest.raises(RuntimeError, match=r"shard whole blocks \(fully_shard\(block\)"):
+            model(torch.randn(2, 3, 32, 32)).sum().backward()
+    finally:
+        dist.destroy_process_group()
+
+
 def test_ddp_with_stored_transitions() -> None:
     out = _run_example("--spec", "specs/rev_mvit.rev", "--set", "image=32", "--set", "dim=8",
                        "--set", "kv_stride=2", "--set", "transitions=[1, 3]", "--set",

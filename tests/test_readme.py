@@ -37,6 +37,9 @@ SKIP = {
     "python benchmarks/run.py --only vit_depth families": "two benchmark suites, ~20 minutes, "
                                                           "and rewrites BENCHMARKS.md",
     "python examples/train_digits.py": "trains two models for about 2 minutes",
+    "python benchmarks/run.py --only examples": "about 2.5 minutes: the digits training run "
+                                                "and every DDP/FSDP2 check, which "
+                                                "tests/test_ecosystem.py runs",
     "python examples/train_digits.py --model revnet": "trains two RevNets for about 45 s; "
                                                       "tests/test_revnet.py checks the model",
     "bash benchmarks/gpu.sh": "the GPU checks at full size (5-8 minutes on a CUDA device, far "

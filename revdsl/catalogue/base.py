@@ -173,6 +173,10 @@ class OpDef:
     sympy_model: Callable[..., sympy.Expr] | None = None
     stochastic: bool = False
     elementwise: bool = False
+    # each row (all dims but the last) of the output depends only on the same row of the inputs,
+    # reproducibly per piece (no draws whose number depends on the shape): the reversible
+    # backward may recompute such a step in chunks of tokens (attributes -> whether it is)
+    rowwise: Callable[[dict[str, Any]], bool] | None = None
     inverse: str | None = None  # for 'structural' bijections: the op that undoes it
     # made by the compiler only (e.g. the permutation of a simultaneous stream assignment): a
     # spec cannot call it, and `revdsl ops` does not list it
@@ -214,6 +218,11 @@ class OpDef:
             if a.name == name:
                 return a
         return None
+
+    def is_rowwise(self, attrs: dict[str, Any]) -> bool:
+        if self.rowwise is not None:
+            return bool(self.rowwise(attrs))
+        return self.elementwise and not self.stochastic
 
     @property
     def has_module(self) -> bool:

@@ -359,7 +359,7 @@ register(
         doc="linear(x, out, bias=true): a fully connected layer over the last dim",
         module="nn.Linear", inputs=1, positional=("out",),
         attrs=(Attr("out", "int", minimum=1), Attr("bias", "bool", default=True)),
-        shape=_linear_shape, default_name="linear",
+        shape=_linear_shape, default_name="linear", rowwise=lambda a: True,
         ctor=lambda s, a: [("in_features", s[0][-1]), ("out_features", a["out"]),
                            ("bias", a["bias"], True)],
         ctor_positional=2,
@@ -409,6 +409,7 @@ register(
         module="nn.LayerNorm", inputs=1,
         attrs=(Attr("eps", "float", default=1e-6, domain=POSITIVE), LAYOUT),
         shape=same_shape, default_name="norm",
+        rowwise=lambda a: a.get("layout") != "channels_first",
         checks=(lambda s, a: (channel_dim(s[0], a, "layernorm"), None)[1],),
         module_for=lambda a: "LayerNormChannelsFirst" if a.get("layout") == "channels_first"
         else "nn.LayerNorm",
@@ -424,6 +425,7 @@ register(
         module="nn.Dropout", inputs=1, positional=("p",),
         attrs=(Attr("p", "float", default=0.0, domain=PROBABILITY, random=True),),
         shape=same_shape, default_name="drop", stochastic=True,
+        rowwise=lambda a: a["p"] == 0,  # its mask's draws depend on the shape
         ctor=lambda s, a: [("p", a["p"])],
         saved=lambda i, o, a: [Buffer(i[0], DROPOUT_MASK_BYTES)] if a["p"] else [],  # the mask
     )
@@ -435,6 +437,7 @@ register(
         module="DropPath", inputs=1, positional=("rate",),
         attrs=(Attr("rate", "float", default=0.0, domain=PROBABILITY, random=True),),
         shape=same_shape, default_name="drop_path", stochastic=True,
+        rowwise=lambda a: True,  # one draw per sample, the same for every chunk of its tokens
         ctor=lambda s, a: [("drop_path", a["rate"])],
         saved=lambda i, o, a: [(i[0][0],)] if a["rate"] else [],
     )

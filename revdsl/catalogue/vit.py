@@ -178,7 +178,7 @@ register(
             Attr("drop", "float", default=0.0, domain=PROBABILITY, random=True),
         ),
         shape=lambda s, a: (*s[0][:-1], _mlp_out(s[0], a)),
-        stochastic=False,
+        stochastic=False, rowwise=lambda a: a["drop"] == 0,
         ctor=lambda s, a: [
             ("dim", s[0][-1]), ("hidden", _mlp_hidden(s[0], a)),
             ("out", a["out"] or None, None), ("drop", a["drop"], 0.0),
@@ -197,6 +197,7 @@ register(
         doc="layer_scale(x, init=1e-5, layout=None): multiply by a learned per-channel scale "
         "(LayerScale); channels as for layernorm",
         module="LayerScale", inputs=1, default_name="ls",
+        rowwise=lambda a: a.get("layout") != "channels_first",
         attrs=(Attr("init", "float", default=1e-5), LAYOUT),
         shape=same_shape,
         checks=(lambda s, a: (channel_dim(s[0], a, "layer_scale"), None)[1],),

@@ -205,6 +205,8 @@ class BlocksMixin:
                     "mode it is\nrecomputed from its inputs in the backward instead of "
                     "keeping its activations.")
         e.blank()
+        e.line("STORED = True  # a unit of its own (e.g. for fully_shard), as reversible blocks")
+        e.blank()
         head = e.text()
         e = Emitter()
         for _name, node in pb.modules:
@@ -291,13 +293,39 @@ class BlocksMixin:
             inv = py_expr(sp.inverse, {Y: "y", **names}, tensor=True, first=Y)
             e.line(f"forward=lambda t{atoms}: {fwd},")
             e.line(f"inverse=lambda y{atoms}: {inv},")
-            end = f", keep=\"{keep[0]}\")," if keep else "),"
+            end = (f", keep=\"{keep[0]}\"" if keep else "") + (", chunk=1" if _rowwise(sp) else "")
+            end += "),"
             if _delta_ok(sp):
                 assert sp.proof.shift is not None
                 delta = py_expr(sp.proof.shift, names, tensor=True)
                 e.line(f"delta=lambda {atoms[2:]}: {delta}{end}")
             else:
                 e.line(f"delta=None{end}")
+
+
+def _rowwise(sp: StepProof) -> bool:
+    """Whether an update's functions act on each token alone: [B, N, C] values throughout (no
+    broadcast along the tokens) and every op row-wise (catalogue: layernorm, linear, mlp,
+    drop_path, elementwise algebra; not attention), on values of rank 3 or more ([B, N, C],
+    [B, H, W, C]) that differ at most in their last dim. The reversible backward may then
+    recompute the step in chunks along dim 1 (`chunk=1`; model.set_recompute_chunks)."""
+    step = sp.step
+    shape = tuple(step.before.shape) if isinstance(step, ir.Update) else ()
+    if not sp.atoms or len(shape) < 3:
+        return False
+    rows = shape[:-1]
+    if any(tuple(a.shape) != tuple(step.before.shape) for a in sp.atoms):
+        return False
+    for n in ir.walk(list(sp.atoms)):
+        if isinstance(n, ir.ConstNode) and not n.shape:
+            continue
+        if len(n.shape) != len(shape) or tuple(n.shape[:-1]) != rows:
+            return False
+        if isinstance(n, ir.OpNode):
+            opdef = catalogue.get(n.op)
+            if opdef is None or not opdef.is_rowwise(n.attr_dict):
+                return False
+    return True
 
 
 def _once(modules: tuple[tuple[str, ir.OpNode], ...]) -> list[tuple[str, ir.OpNode]]:

@@ -88,7 +88,7 @@ class ModelMixin:
             e.line(f"return {p.name}(**overrides)")
 
     def _plan_methods(self, e: Emitter) -> None:
-        self.runtime.update(("set_plan", "plan_blocks"))
+        self.runtime.update(("set_plan", "plan_blocks", "set_recompute_chunks"))
         e.blank()
         e.line("def set_plan(self, plan: dict[str, Any] | None) -> None:")
         with e.indented():
@@ -100,9 +100,16 @@ class ModelMixin:
         e.line("def plan(self, batch: int, budget: float) -> dict[str, list[bool]]:")
         with e.indented():
             e.docstring("A plan for set_plan that spends up to `budget` bytes kept for the "
-                        "backward (at this batch)\non the blocks whose recompute costs the most "
-                        "per byte (predictions: BLOCK_COSTS, KEPT_BYTES).")
+                        "backward\n(at this batch) on the blocks whose recompute costs the most "
+                        "per byte\n(predictions: BLOCK_COSTS, KEPT_BYTES).")
             e.line("return plan_blocks(BLOCK_COSTS, KEPT_BYTES, batch, budget)")
+        e.blank()
+        e.line("def set_recompute_chunks(self, chunks: int = 1) -> None:")
+        with e.indented():
+            e.docstring("Recompute and backpropagate the row-wise steps (MLP, LayerNorm, "
+                        "linear: each token\nalone; marked chunk=1 in STEPS) in `chunks` "
+                        "pieces of tokens: the same gradients,\nthe working set of one piece.")
+            e.line("set_recompute_chunks(self, chunks)")
 
     def plan_constants(self, e: Emitter) -> None:
         """Module-level predictions for the planner (after PARAMETERS)."""

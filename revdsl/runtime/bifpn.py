@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from revdsl.runtime.engine import DropPath
-from revdsl.runtime.layers import BatchNorm2d
+from revdsl.runtime.layers import BatchNorm2d, DropPath
 
 
 class ConvBNAct(nn.Module):

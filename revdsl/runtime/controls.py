@@ -1,7 +1,7 @@
 """Model-level controls the generated model exposes: the reconstruction guard
 (`set_reconstruction_guard`, `reconstruction_error`) and the memory plan (`set_plan`,
 `plan_blocks`: which blocks of each reversible segment keep their activations instead of
-being recomputed)."""
+being recomputed), and chunked recompute (`set_recompute_chunks`)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,18 @@ def set_reconstruction_guard(model: nn.Module, threshold: float | None = 1e-2) -
         if isinstance(m, ReversibleSegment):
             m.guard = threshold
             m.last_reconstruction_error = None
+
+
+def set_recompute_chunks(model: nn.Module, chunks: int = 1) -> None:
+    """`model.set_recompute_chunks(n)`: recompute and backpropagate every row-wise step (one
+    whose functions treat each token alone: MLP, LayerNorm, linear; not attention) in `n`
+    chunks of tokens. Gradients are the same (summed over chunks); the backward's working set
+    is that of one chunk. 1: in one piece."""
+    if not isinstance(chunks, int) or isinstance(chunks, bool) or chunks < 1:
+        raise ValueError(f"chunks must be a positive integer, got {chunks!r}")
+    for m in model.modules():
+        if isinstance(m, ReversibleSegment):
+            m.recompute_chunks = chunks
 
 
 def set_plan(model: nn.Module, plan: dict[str, Any] | None) -> None:

@@ -29,7 +29,6 @@ are returned from the Function (not accumulated behind autograd's back), so DDP'
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from typing import Any, NamedTuple
 
@@ -38,13 +37,19 @@ from torch import nn
 
 from revdsl.runtime.hooks import (
     _as_in_forward,
+    _autocast_state,
     _backward_hooks,
     _backward_pre_hooks,
     _Call,
+    _fsdp_backward_done,
+    _fsdp_unit,
+    _is_fsdp,
     _modes,
     _no_double_backward,
     _post_hooks,
     _pre_hooks,
+    _rng_state,
+    _set_rng_state,
 )
 
 
@@ -58,6 +63,7 @@ class Couple(NamedTuple):
     inverse: Any
     delta: Any = None
     keep: str | None = None
+    chunk: int | None = None  # a row-wise step: the dim its recompute may be chunked along
 
 
 class Create(NamedTuple):
@@ -103,34 +109,6 @@ def _recomputing() -> Any:
         yield
     finally:
         _RECOMPUTE.active = previous
-
-
-def _autocast_state(device_type: str) -> tuple[bool, torch.dtype, bool]:
-    try:
-        enabled = torch.is_autocast_enabled(device_type)
-        dtype = torch.get_autocast_dtype(device_type)
-    except (TypeError, AttributeError):  # torch < 2.4
-        if device_type == "cpu":
-            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
-        else:
-            enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
-    return enabled, dtype, torch.is_autocast_cache_enabled()
-
-
-def _rng_state(device: torch.device) -> torch.Tensor:
-    """The state of the generator that ops on `device` draw from (5 KiB on CPU, 16 B on CUDA).
-
-    Catalogued ops draw only from their tensors' device generator, so that one is enough."""
-    if device.type == "cpu":
-        return torch.get_rng_state()
-    return getattr(torch, device.type).get_rng_state(device)
-
-
-def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
-    if device.type == "cpu":
-        torch.set_rng_state(state)
-    else:
-        getattr(torch, device.type).set_rng_state(state, device)
 
 
 def _draws_random(block: nn.Module, step: Any) -> bool:
@@ -203,24 +181,6 @@ def _current(key: str) -> str:
     return key.partition("@")[0]
 
 
-def forward_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
-    """A block's forward: its STEPS run on its input streams (what `block.forward` calls, in
-    plain autograd and under checkpointing; the reversible Function runs the same STEPS)."""
-    state = run_block(block, dict(zip(block.INPUTS, streams, strict=True)), options, None)
-    outs = tuple(state[name] for name in block.OUTPUTS)
-    return outs if len(outs) > 1 else outs[0]
-
-
-def inverse_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
-    """A block's inputs rebuilt from its outputs with the proved inverses of its STEPS, in
-    reverse order (the same inverses the reversible backward applies)."""
-    state = dict(zip(block.OUTPUTS, streams, strict=True))
-    for k in undo_order(block):
-        _undo(block, block.STEPS[k], state, options)
-    ins = tuple(state[name] for name in block.INPUTS)
-    return ins if len(ins) > 1 else ins[0]
-
-
 def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
           options: dict[str, Any]) -> None:
     """Undo one step on `state` (no gradient involved)."""
@@ -236,10 +196,15 @@ def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
         state.pop(step.target)
 
 
-def _accumulate(slots: list[Any], index: dict[int, int], params: list[nn.Parameter],
+def _accumulate(slots: list[Any], index: dict[int, int] | None, params: list[nn.Parameter],
                 grads: tuple[Any, ...]) -> None:
+    """Sum parameter gradients into the Function's slots; `index` None (an FSDP-sharded block):
+    onto the gathered parameters' .grad, which FSDP reduce-scatters."""
     for p, g in zip(params, grads, strict=True):
         if g is None:
+            continue
+        if index is None:
+            p.grad = g if p.grad is None else p.grad + g
             continue
         i = index[id(p)]
         slots[i] = g if slots[i] is None else slots[i] + g
@@ -255,8 +220,8 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 
 def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                    grads: dict[str, torch.Tensor | None], options: dict[str, Any],
-                   rng: list[Any], index: dict[int, int], slots: list[Any],
-                   checks: list[Any] | None = None) -> None:
+                   rng: list[Any], index: dict[int, int] | None, slots: list[Any],
+                   checks: list[Any] | None = None, chunks: int = 1) -> None:
     """Undo one block in place on `state`/`grads`: rebuild its inputs and backpropagate.
 
     Each step's functions are recomputed once; with grad enabled the same values serve the
@@ -283,8 +248,14 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
             if checks is not None:
                 checks.append((k, step, torch.isfinite(state[step.target]).all()))
             continue
-        if k in saved:
-            _set_rng_state(next(iter(state.values())).device, saved.pop(k))
+        replay = saved.pop(k, None)
+        if replay is not None:
+            _set_rng_state(next(iter(state.values())).device, replay)
+        if chunks > 1 and getattr(step, "chunk", None) is not None and \
+                grads[step.target] is not None:
+            _couple_in_chunks(block, k, step, state, grads, options, index, slots, checks,
+                              chunks, replay)
+            continue
         dy = grads.pop(step.target)
         if dy is None:
             # nothing to backpropagate: undo the step without building a graph
@@ -340,8 +311,67 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         _accumulate(slots, index, params, got[len(reads):])
 
 
+def _couple_in_chunks(block: nn.Module, k: int, step: Couple, state: dict[str, torch.Tensor],
+                      grads: dict[str, Any], options: dict[str, Any], index: Any,
+                      slots: list[Any], checks: list[Any] | None, n: int, replay: Any) -> None:
+    """Undo and backpropagate a row-wise step (each token's update depends on that token alone)
+    in `n` chunks of tokens: the same result as in one piece, with the working set of one chunk
+    (an MLP's hidden activations, say). The generator state is restored before every chunk, so
+    a per-sample draw (drop-path) is the same for all of them."""
+    d = step.chunk
+    assert d is not None
+    y, dy = state[step.target], grads.pop(step.target)
+    reads_all = [state[_current(r)] for r in step.reads]
+    params = _step_params(block, step)
+    parts = [t.tensor_split(n, d) for t in (y, dy, *reads_all)]
+    # results are written into whole tensors chunk by chunk (no second copy to concatenate)
+    x_all = torch.empty_like(y)
+    dx_all = dy if step.delta is not None else torch.zeros_like(y)  # an additive step passes dy
+    dreads = [torch.zeros_like(r) for r in reads_all]
+    acc: list[Any] = [None] * len(params)
+    start = 0
+    for piece in zip(*parts, strict=True):
+        if replay is not None:
+            _set_rng_state(y.device, replay)
+        yc, dyc, size = piece[0], piece[1], piece[0].shape[d]
+        reads = [r.detach().requires_grad_(True) for r in piece[2:]]
+        with torch.enable_grad():
+            atoms = _call_fn(block, step, reads, options)
+            with torch.no_grad():
+                x = step.inverse(yc, *[a.detach() for a in atoms])
+            if step.delta is not None:
+                out, inputs = step.delta(*atoms), [*reads, *params]
+            else:
+                x = x.detach().requires_grad_(True)
+                out, inputs = step.forward(x, *atoms), [x, *reads, *params]
+        got = (torch.autograd.grad(out, inputs, dyc, allow_unused=True)
+               if out.requires_grad else (None,) * len(inputs))
+        del out, atoms
+        dx = dyc if step.delta is not None else got[0]
+        got = got if step.delta is not None else got[1:]
+        x_all.narrow(d, start, size).copy_(x.detach())
+        if dx is not None and step.delta is None:
+            dx_all.narrow(d, start, size).copy_(dx)
+        for whole, g in zip(dreads, got[: len(reads)], strict=True):
+            if g is not None:
+                whole.narrow(d, start, size).copy_(g)
+        for j, g in enumerate(got[len(reads):]):  # summed in place: one set of buffers
+            if g is not None and acc[j] is None:
+                shared = g.untyped_storage().data_ptr() == dyc.untyped_storage().data_ptr()
+                acc[j] = g.clone() if shared else g
+            elif g is not None:
+                acc[j].add_(g)
+        start += size
+    _accumulate(slots, index, params, tuple(acc))
+    state[step.target], grads[step.target] = x_all, dx_all
+    if checks is not None:
+        checks.append((k, step, torch.isfinite(x_all).all()))
+    for name, whole in zip(step.reads, dreads, strict=True):
+        grads[_current(name)] = _add(grads[_current(name)], whole)
+
+
 def _backward_bijection(block: nn.Module, step: Bijection, state: dict[str, torch.Tensor],
-                        grads: dict[str, torch.Tensor | None], index: dict[int, int],
+                        grads: dict[str, torch.Tensor | None], index: dict[int, int] | None,
                         slots: list[Any]) -> None:
     """Undo a bijective layer (its `inverse`) and backpropagate through it (recomputed once)."""
     layer = getattr(block, step.module)
@@ -386,8 +416,13 @@ class _Block(torch.autograd.Function):
         state = dict(zip(block.INPUTS, streams, strict=True))
         if call.trace is not None:
             call.trace.append(("forward", {k: v.clone() for k, v in state.items()}))
+        ctx.fsdp = _fsdp_unit(block)
+        if ctx.fsdp:
+            block.unshard()
         with torch.no_grad():
             state = run_block(block, state, options, ctx.rng)
+        if ctx.fsdp:
+            block.reshard()
         outs = tuple(state[name] for name in block.OUTPUTS)
         return (*outs, *(_carrier(o) for o in outs))
 
@@ -402,8 +437,12 @@ class _Block(torch.autograd.Function):
         gout = _backward_pre_hooks(block, tuple(grads[:m]))
         dstate: dict[str, torch.Tensor | None] = dict(zip(block.OUTPUTS, gout, strict=True))
         params = ctx.params
-        index = {id(p): i for i, p in enumerate(params)}
+        index = None if ctx.fsdp else {id(p): i for i, p in enumerate(params)}
         slots: list[Any] = [None] * len(params)
+        if ctx.fsdp:  # gather this block, and start gathering the one undone next
+            block.unshard()
+            if ctx.i > 0 and _is_fsdp(call.blocks[ctx.i - 1]):
+                call.blocks[ctx.i - 1].unshard(async_op=True)
         rng = list(ctx.rng) if ctx.rng else []
         device = values[0].device
         enabled, dtype, cache = ctx.autocast
@@ -415,7 +454,10 @@ class _Block(torch.autograd.Function):
         with forked, _recomputing(), _as_in_forward(block, ctx.modes), torch.autocast(
             device.type, dtype=dtype, enabled=enabled, cache_enabled=cache
         ):
-            backward_block(block, state, dstate, ctx.options, rng, index, slots, checks)
+            backward_block(block, state, dstate, ctx.options, rng, index, slots, checks,
+                           call.segment.recompute_chunks)
+        if ctx.fsdp:
+            _fsdp_backward_done(block)
         call.checks.append((ctx.i, block, checks))
         if call.trace is not None:
             call.trace.append(("backward", {k: v.clone() for k, v in state.items()}))
@@ -468,6 +510,7 @@ class ReversibleSegment(nn.Module):
         self.guard: float | None = None
         self.last_reconstruction_error: float | None = None
         self.plan: tuple[bool, ...] | None = None  # per block: reversible (True) or kept
+        self.recompute_chunks = 1  # row-wise steps recomputed in this many chunks of tokens
 
     def forward(self, *streams: torch.Tensor, reversible: bool = True, checkpoint: bool = False,
                 **options: Any) -> tuple[torch.Tensor, ...]:
@@ -520,9 +563,13 @@ class ReversibleSegment(nn.Module):
         kept = (tuple(state[k].detach() for k in self.inputs)
                 if first and self.guard is not None else None)
         call = _Call(self, kept)
+        call.blocks = blocks
         for i, block in enumerate(blocks):
             n = len(block.INPUTS)
-            params = [p for p in block.parameters() if p.requires_grad]
+            # a sharded block's gradients go to FSDP, not through the Function: it gets one
+            # empty tensor that requires grad instead, so that its backward runs
+            params = ([torch.empty(0, requires_grad=True)] if _is_fsdp(block) else
+                      [p for p in block.parameters() if p.requires_grad])
             args = tuple(state[k] for k in block.INPUTS)
             if block._forward_pre_hooks:
                 _pre_hooks(block, args, options)
@@ -537,63 +584,3 @@ class ReversibleSegment(nn.Module):
         last = blocks[-1].OUTPUTS
         outs = _Seed.apply(len(last), *[state[k] for k in last], *[carriers[k] for k in last])
         return dict(zip(last, outs, strict=True))
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: zero a whole sample's update with probability `rate` (training only)."""
-
-    RANDOM_RATES = ("rate",)  # what `without_randomness` sets to 0
-
-    def __init__(self, rate: float = 0.0) -> None:
-        super().__init__()
-        self.rate = rate
-
-    def draws_random(self) -> bool:
-        return self.training and self.rate > 0.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.rate == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.rate
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
-
-    def extra_repr(self) -> str:
-        return f"rate={self.rate}"
-
-
-def check_input(name: str, x: torch.Tensor, shape: tuple[int | str | None, ...],
-                sizes: dict[str, int] | None = None,
-                allowed: dict[str, tuple[int, ...]] | None = None) -> None:
-    """Refuse an input whose shape differs from the spec's, before broadcasting could hide the
-    mismatch (a 16-pixel image against a 224-pixel position table, say). A dimension is a
-    number, None (any size: the batch) or the name of a free size: every use of one name must
-    agree, within one input and across the inputs sharing `sizes`, and take one of its
-    `allowed` values when the model has only some (a position table per size)."""
-    seen = dict(sizes or {})
-    ok = x.dim() == len(shape)
-    if ok:
-        for got, want in zip(x.shape, shape):
-            if isinstance(want, str):
-                if seen.setdefault(want, got) != got:
-                    ok = False
-            elif want is not None and got != want:
-                ok = False
-    if not ok:
-        spec = ", ".join("*" if d is None else str(d) for d in shape)
-        raise ValueError(f"{name} must have shape [{spec}], got {list(x.shape)}")
-    for key, values in (allowed or {}).items():
-        if key in seen and seen[key] not in values:
-            raise ValueError(f"{name}: {key} must be one of {', '.join(map(str, values))} "
-                             f"(the sizes this model was built for), got {seen[key]}")
-    if sizes is not None:
-        sizes.update(seen)
-
-
-def check_option(name: str, value: Any, choices: tuple[Any, ...]) -> None:
-    """Raise a clear error when a call-time option is not one of the spec's choices."""
-    for c in choices:
-        if value == c or (isinstance(c, float) and isinstance(value, int | float)
-                          and math.isclose(value, c)):
-            return
-    raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")

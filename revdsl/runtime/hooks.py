@@ -7,7 +7,10 @@ into generated modules with the rest of the runtime):
   refused (`_pre_hooks`, `_post_hooks`); its backward hooks see its streams' gradients;
 * double backward is refused with the fix named (`_no_double_backward`);
 * one call of a segment (`_Call`): the finiteness of every undone update, checked once per
-  segment, and the reconstruction guard's comparison of rebuilt with real inputs.
+  segment, and the reconstruction guard's comparison of rebuilt with real inputs;
+* FSDP2 (`fully_shard`) on a reversible block: the engine gathers its parameters around the
+  block's forward and its recompute, and hands the gradients to FSDP's reduce-scatter as the
+  block's backward finishes (`_is_fsdp`, `_fsdp_hook`, `_fsdp_backward_done`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,43 @@ def _modes(module: nn.Module) -> tuple[bool, ...]:
     return tuple(m.training for m in module.modules())
 
 
+def _is_fsdp(module: nn.Module) -> bool:
+    """Whether FSDP2's `fully_shard` manages this module (by class: FSDP is not imported)."""
+    return any(c.__name__ == "FSDPModule" and c.__module__.startswith("torch.distributed.fsdp")
+               for c in type(module).__mro__)
+
+
+def _fsdp_hook(hook: Any) -> bool:
+    """A forward hook FSDP2 registered (it gathers and frees parameters: never skipped, and
+    not a user hook whose return value is checked)."""
+    return str(getattr(hook, "__module__", "") or "").startswith("torch.distributed.fsdp")
+
+
+def _fsdp_unit(block: nn.Module) -> bool:
+    """A reversible block sharded as one unit; FSDP on a module inside it is refused (the
+    backward calls its parts, so their own FSDP hooks could not gather at the right time)."""
+    inner = any(_is_fsdp(m) for m in block.modules() if m is not block)
+    if inner:
+        raise RuntimeError(
+            f"fully_shard on a module inside reversible block {type(block).__name__}: shard "
+            "whole blocks (fully_shard(block) for each block of a reversible segment), or set "
+            "model.reversible = False")
+    return _is_fsdp(block)
+
+
+def _fsdp_backward_done(block: nn.Module) -> None:
+    """FSDP2's post-backward for a block whose backward the engine ran: reduce-scatter the
+    gradients left on its gathered parameters, then free them (torch 2.6+ keeps its parameter
+    groups on the module's FSDP state)."""
+    state = block._get_fsdp_state()  # type: ignore[operator]
+    groups = getattr(state, "_fsdp_param_groups", None)
+    if groups is None:
+        one = getattr(state, "_fsdp_param_group", None)
+        groups = [one] if one is not None else []
+    for group in groups:
+        group.post_backward()
+
+
 @contextlib.contextmanager
 def _as_in_forward(module: nn.Module, modes: tuple[bool, ...]) -> Any:
     """Recompute `module` as the forward ran it: the training flags it had then (a
@@ -36,9 +76,9 @@ def _as_in_forward(module: nn.Module, modes: tuple[bool, ...]) -> Any:
               if m._forward_hooks or m._forward_pre_hooks]
     for m, t in zip(mods, modes):
         m.training = t
-    for m, _, _ in hooked:
-        m._forward_hooks = type(m._forward_hooks)()
-        m._forward_pre_hooks = type(m._forward_pre_hooks)()
+    for m, hooks, pre in hooked:  # FSDP's own hooks stay: they gather the parameters
+        m._forward_hooks = type(hooks)((k, h) for k, h in hooks.items() if _fsdp_hook(h))
+        m._forward_pre_hooks = type(pre)((k, h) for k, h in pre.items() if _fsdp_hook(h))
     try:
         yield
     finally:
@@ -70,6 +110,7 @@ class _Call:
         self.trace = segment.trace
         self.kept = kept
         self.checks: list[Any] = []
+        self.blocks: list[nn.Module] = []  # the chain's blocks (to prefetch the next undone)
 
     def finish(self, rebuilt: dict[str, torch.Tensor]) -> None:
         flags = [f for _, _, steps in self.checks for _, _, f in steps]
@@ -116,6 +157,8 @@ def _pre_hooks(block: nn.Module, args: tuple[torch.Tensor, ...], options: dict[s
     """Fire a reversible block's forward pre-hooks once, in the forward, as a plain call
     would; refuse one that changes the inputs."""
     for hid, hook in list(block._forward_pre_hooks.items()):
+        if _fsdp_hook(hook):  # the engine gathers a sharded block's parameters itself
+            continue
         if hid in block._forward_pre_hooks_with_kwargs:
             got = hook(block, args, options)
             same = got is None or _same_values(got[0], args)
@@ -137,6 +180,8 @@ def _post_hooks(block: nn.Module, args: tuple[torch.Tensor, ...], options: dict[
     """Fire a reversible block's forward hooks once with its inputs and outputs; refuse one
     that changes the outputs (the gradients would silently ignore the change)."""
     for hid, hook in list(block._forward_hooks.items()):
+        if _fsdp_hook(hook):
+            continue
         if hid in block._forward_hooks_with_kwargs:
             got = hook(block, args, options, output)
         else:
@@ -167,3 +212,34 @@ def _backward_hooks(block: nn.Module, din: tuple[Any, ...], gout: tuple[Any, ...
         if got is not None:
             din = tuple(got)
     return din
+
+
+# ---- replay: the forward's autocast and generator state, restored for the recompute ----
+
+
+def _autocast_state(device_type: str) -> tuple[bool, torch.dtype, bool]:
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+        dtype = torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # torch < 2.4
+        if device_type == "cpu":
+            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        else:
+            enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return enabled, dtype, torch.is_autocast_cache_enabled()
+
+
+def _rng_state(device: torch.device) -> torch.Tensor:
+    """The state of the generator that ops on `device` draw from (5 KiB on CPU, 16 B on CUDA).
+
+    Catalogued ops draw only from their tensors' device generator, so that one is enough."""
+    if device.type == "cpu":
+        return torch.get_rng_state()
+    return getattr(torch, device.type).get_rng_state(device)
+
+
+def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
+    if device.type == "cpu":
+        torch.set_rng_state(state)
+    else:
+        getattr(torch, device.type).set_rng_state(state, device)

@@ -13,6 +13,29 @@ from torch import nn
 from revdsl.runtime.engine import is_recomputing
 
 
+class DropPath(nn.Module):
+    """Stochastic depth: zero a whole sample's update with probability `rate` (training only)."""
+
+    RANDOM_RATES = ("rate",)  # what `without_randomness` sets to 0
+
+    def __init__(self, rate: float = 0.0) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def draws_random(self) -> bool:
+        return self.training and self.rate > 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rate == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
 class PatchEmbed(nn.Module):
     """A strided convolution from an image to tokens: [B, C, H, W] -> [B, N, dim]
     (or [B, H', W', dim] with flatten=False)."""

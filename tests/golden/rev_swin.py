@@ -54,6 +54,43 @@ def _modes(module: nn.Module) -> tuple[bool, ...]:
     return tuple(m.training for m in module.modules())
 
 
+def _is_fsdp(module: nn.Module) -> bool:
+    """Whether FSDP2's `fully_shard` manages this module (by class: FSDP is not imported)."""
+    return any(c.__name__ == "FSDPModule" and c.__module__.startswith("torch.distributed.fsdp")
+               for c in type(module).__mro__)
+
+
+def _fsdp_hook(hook: Any) -> bool:
+    """A forward hook FSDP2 registered (it gathers and frees parameters: never skipped, and
+    not a user hook whose return value is checked)."""
+    return str(getattr(hook, "__module__", "") or "").startswith("torch.distributed.fsdp")
+
+
+def _fsdp_unit(block: nn.Module) -> bool:
+    """A reversible block sharded as one unit; FSDP on a module inside it is refused (the
+    backward calls its parts, so their own FSDP hooks could not gather at the right time)."""
+    inner = any(_is_fsdp(m) for m in block.modules() if m is not block)
+    if inner:
+        raise RuntimeError(
+            f"fully_shard on a module inside reversible block {type(block).__name__}: shard "
+            "whole blocks (fully_shard(block) for each block of a reversible segment), or set "
+            "model.reversible = False")
+    return _is_fsdp(block)
+
+
+def _fsdp_backward_done(block: nn.Module) -> None:
+    """FSDP2's post-backward for a block whose backward the engine ran: reduce-scatter the
+    gradients left on its gathered parameters, then free them (torch 2.6+ keeps its parameter
+    groups on the module's FSDP state)."""
+    state = block._get_fsdp_state()  # type: ignore[operator]
+    groups = getattr(state, "_fsdp_param_groups", None)
+    if groups is None:
+        one = getattr(state, "_fsdp_param_group", None)
+        groups = [one] if one is not None else []
+    for group in groups:
+        group.post_backward()
+
+
 @contextlib.contextmanager
 def _as_in_forward(module: nn.Module, modes: tuple[bool, ...]) -> Any:
     """Recompute `module` as the forward ran it: the training flags it had then (a
@@ -65,9 +102,9 @@ def _as_in_forward(module: nn.Module, modes: tuple[bool, ...]) -> Any:
               if m._forward_hooks or m._forward_pre_hooks]
     for m, t in zip(mods, modes):
         m.training = t
-    for m, _, _ in hooked:
-        m._forward_hooks = type(m._forward_hooks)()
-        m._forward_pre_hooks = type(m._forward_pre_hooks)()
+    for m, hooks, pre in hooked:  # FSDP's own hooks stay: they gather the parameters
+        m._forward_hooks = type(hooks)((k, h) for k, h in hooks.items() if _fsdp_hook(h))
+        m._forward_pre_hooks = type(pre)((k, h) for k, h in pre.items() if _fsdp_hook(h))
     try:
         yield
     finally:
@@ -99,6 +136,7 @@ class _Call:
         self.trace = segment.trace
         self.kept = kept
         self.checks: list[Any] = []
+        self.blocks: list[nn.Module] = []  # the chain's blocks (to prefetch the next undone)
 
     def finish(self, rebuilt: dict[str, torch.Tensor]) -> None:
         flags = [f for _, _, steps in self.checks for _, _, f in steps]
@@ -144,6 +182,8 @@ def _pre_hooks(block: nn.Module, args: tuple[torch.Tensor, ...], options: dict[s
     """Fire a reversible block's forward pre-hooks once, in the forward, as a plain call
     would; refuse one that changes the inputs."""
     for hid, hook in list(block._forward_pre_hooks.items()):
+        if _fsdp_hook(hook):  # the engine gathers a sharded block's parameters itself
+            continue
         if hid in block._forward_pre_hooks_with_kwargs:
             got = hook(block, args, options)
             same = got is None or _same_values(got[0], args)
@@ -165,6 +205,8 @@ def _post_hooks(block: nn.Module, args: tuple[torch.Tensor, ...], options: dict[
     """Fire a reversible block's forward hooks once with its inputs and outputs; refuse one
     that changes the outputs (the gradients would silently ignore the change)."""
     for hid, hook in list(block._forward_hooks.items()):
+        if _fsdp_hook(hook):
+            continue
         if hid in block._forward_hooks_with_kwargs:
             got = hook(block, args, options, output)
         else:
@@ -197,6 +239,34 @@ def _backward_hooks(block: nn.Module, din: tuple[Any, ...], gout: tuple[Any, ...
     return din
 
 
+def _autocast_state(device_type: str) -> tuple[bool, torch.dtype, bool]:
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+        dtype = torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # torch < 2.4
+        if device_type == "cpu":
+            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        else:
+            enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return enabled, dtype, torch.is_autocast_cache_enabled()
+
+
+def _rng_state(device: torch.device) -> torch.Tensor:
+    """The state of the generator that ops on `device` draw from (5 KiB on CPU, 16 B on CUDA).
+
+    Catalogued ops draw only from their tensors' device generator, so that one is enough."""
+    if device.type == "cpu":
+        return torch.get_rng_state()
+    return getattr(torch, device.type).get_rng_state(device)
+
+
+def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
+    if device.type == "cpu":
+        torch.set_rng_state(state)
+    else:
+        getattr(torch, device.type).set_rng_state(state, device)
+
+
 class Couple(NamedTuple):
     target: str
     reads: tuple[str, ...]
@@ -207,6 +277,7 @@ class Couple(NamedTuple):
     inverse: Any
     delta: Any = None
     keep: str | None = None
+    chunk: int | None = None  # a row-wise step: the dim its recompute may be chunked along
 
 
 class Permute(NamedTuple):
@@ -236,34 +307,6 @@ def _recomputing() -> Any:
         yield
     finally:
         _RECOMPUTE.active = previous
-
-
-def _autocast_state(device_type: str) -> tuple[bool, torch.dtype, bool]:
-    try:
-        enabled = torch.is_autocast_enabled(device_type)
-        dtype = torch.get_autocast_dtype(device_type)
-    except (TypeError, AttributeError):  # torch < 2.4
-        if device_type == "cpu":
-            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
-        else:
-            enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
-    return enabled, dtype, torch.is_autocast_cache_enabled()
-
-
-def _rng_state(device: torch.device) -> torch.Tensor:
-    """The state of the generator that ops on `device` draw from (5 KiB on CPU, 16 B on CUDA).
-
-    Catalogued ops draw only from their tensors' device generator, so that one is enough."""
-    if device.type == "cpu":
-        return torch.get_rng_state()
-    return getattr(torch, device.type).get_rng_state(device)
-
-
-def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
-    if device.type == "cpu":
-        torch.set_rng_state(state)
-    else:
-        getattr(torch, device.type).set_rng_state(state, device)
 
 
 def _draws_random(block: nn.Module, step: Any) -> bool:
@@ -336,24 +379,6 @@ def _current(key: str) -> str:
     return key.partition("@")[0]
 
 
-def forward_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
-    """A block's forward: its STEPS run on its input streams (what `block.forward` calls, in
-    plain autograd and under checkpointing; the reversible Function runs the same STEPS)."""
-    state = run_block(block, dict(zip(block.INPUTS, streams, strict=True)), options, None)
-    outs = tuple(state[name] for name in block.OUTPUTS)
-    return outs if len(outs) > 1 else outs[0]
-
-
-def inverse_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
-    """A block's inputs rebuilt from its outputs with the proved inverses of its STEPS, in
-    reverse order (the same inverses the reversible backward applies)."""
-    state = dict(zip(block.OUTPUTS, streams, strict=True))
-    for k in undo_order(block):
-        _undo(block, block.STEPS[k], state, options)
-    ins = tuple(state[name] for name in block.INPUTS)
-    return ins if len(ins) > 1 else ins[0]
-
-
 def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
           options: dict[str, Any]) -> None:
     """Undo one step on `state` (no gradient involved)."""
@@ -369,10 +394,15 @@ def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
         state.pop(step.target)
 
 
-def _accumulate(slots: list[Any], index: dict[int, int], params: list[nn.Parameter],
+def _accumulate(slots: list[Any], index: dict[int, int] | None, params: list[nn.Parameter],
                 grads: tuple[Any, ...]) -> None:
+    """Sum parameter gradients into the Function's slots; `index` None (an FSDP-sharded block):
+    onto the gathered parameters' .grad, which FSDP reduce-scatters."""
     for p, g in zip(params, grads, strict=True):
         if g is None:
+            continue
+        if index is None:
+            p.grad = g if p.grad is None else p.grad + g
             continue
         i = index[id(p)]
         slots[i] = g if slots[i] is None else slots[i] + g
@@ -388,8 +418,8 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 
 def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                    grads: dict[str, torch.Tensor | None], options: dict[str, Any],
-                   rng: list[Any], index: dict[int, int], slots: list[Any],
-                   checks: list[Any] | None = None) -> None:
+                   rng: list[Any], index: dict[int, int] | None, slots: list[Any],
+                   checks: list[Any] | None = None, chunks: int = 1) -> None:
     """Undo one block in place on `state`/`grads`: rebuild its inputs and backpropagate.
 
     Each step's functions are recomputed once; with grad enabled the same values serve the
@@ -416,8 +446,14 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
             if checks is not None:
                 checks.append((k, step, torch.isfinite(state[step.target]).all()))
             continue
-        if k in saved:
-            _set_rng_state(next(iter(state.values())).device, saved.pop(k))
+        replay = saved.pop(k, None)
+        if replay is not None:
+            _set_rng_state(next(iter(state.values())).device, replay)
+        if chunks > 1 and getattr(step, "chunk", None) is not None and \
+                grads[step.target] is not None:
+            _couple_in_chunks(block, k, step, state, grads, options, index, slots, checks,
+                              chunks, replay)
+            continue
         dy = grads.pop(step.target)
         if dy is None:
             # nothing to backpropagate: undo the step without building a graph
@@ -473,8 +509,67 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         _accumulate(slots, index, params, got[len(reads):])
 
 
+def _couple_in_chunks(block: nn.Module, k: int, step: Couple, state: dict[str, torch.Tensor],
+                      grads: dict[str, Any], options: dict[str, Any], index: Any,
+                      slots: list[Any], checks: list[Any] | None, n: int, replay: Any) -> None:
+    """Undo and backpropagate a row-wise step (each token's update depends on that token alone)
+    in `n` chunks of tokens: the same result as in one piece, with the working set of one chunk
+    (an MLP's hidden activations, say). The generator state is restored before every chunk, so
+    a per-sample draw (drop-path) is the same for all of them."""
+    d = step.chunk
+    assert d is not None
+    y, dy = state[step.target], grads.pop(step.target)
+    reads_all = [state[_current(r)] for r in step.reads]
+    params = _step_params(block, step)
+    parts = [t.tensor_split(n, d) for t in (y, dy, *reads_all)]
+    # results are written into whole tensors chunk by chunk (no second copy to concatenate)
+    x_all = torch.empty_like(y)
+    dx_all = dy if step.delta is not None else torch.zeros_like(y)  # an additive step passes dy
+    dreads = [torch.zeros_like(r) for r in reads_all]
+    acc: list[Any] = [None] * len(params)
+    start = 0
+    for piece in zip(*parts, strict=True):
+        if replay is not None:
+            _set_rng_state(y.device, replay)
+        yc, dyc, size = piece[0], piece[1], piece[0].shape[d]
+        reads = [r.detach().requires_grad_(True) for r in piece[2:]]
+        with torch.enable_grad():
+            atoms = _call_fn(block, step, reads, options)
+            with torch.no_grad():
+                x = step.inverse(yc, *[a.detach() for a in atoms])
+            if step.delta is not None:
+                out, inputs = step.delta(*atoms), [*reads, *params]
+            else:
+                x = x.detach().requires_grad_(True)
+                out, inputs = step.forward(x, *atoms), [x, *reads, *params]
+        got = (torch.autograd.grad(out, inputs, dyc, allow_unused=True)
+               if out.requires_grad else (None,) * len(inputs))
+        del out, atoms
+        dx = dyc if step.delta is not None else got[0]
+        got = got if step.delta is not None else got[1:]
+        x_all.narrow(d, start, size).copy_(x.detach())
+        if dx is not None and step.delta is None:
+            dx_all.narrow(d, start, size).copy_(dx)
+        for whole, g in zip(dreads, got[: len(reads)], strict=True):
+            if g is not None:
+                whole.narrow(d, start, size).copy_(g)
+        for j, g in enumerate(got[len(reads):]):  # summed in place: one set of buffers
+            if g is not None and acc[j] is None:
+                shared = g.untyped_storage().data_ptr() == dyc.untyped_storage().data_ptr()
+                acc[j] = g.clone() if shared else g
+            elif g is not None:
+                acc[j].add_(g)
+        start += size
+    _accumulate(slots, index, params, tuple(acc))
+    state[step.target], grads[step.target] = x_all, dx_all
+    if checks is not None:
+        checks.append((k, step, torch.isfinite(x_all).all()))
+    for name, whole in zip(step.reads, dreads, strict=True):
+        grads[_current(name)] = _add(grads[_current(name)], whole)
+
+
 def _backward_bijection(block: nn.Module, step: Bijection, state: dict[str, torch.Tensor],
-                        grads: dict[str, torch.Tensor | None], index: dict[int, int],
+                        grads: dict[str, torch.Tensor | None], index: dict[int, int] | None,
                         slots: list[Any]) -> None:
     """Undo a bijective layer (its `inverse`) and backpropagate through it (recomputed once)."""
     layer = getattr(block, step.module)
@@ -519,8 +614,13 @@ class _Block(torch.autograd.Function):
         state = dict(zip(block.INPUTS, streams, strict=True))
         if call.trace is not None:
             call.trace.append(("forward", {k: v.clone() for k, v in state.items()}))
+        ctx.fsdp = _fsdp_unit(block)
+        if ctx.fsdp:
+            block.unshard()
         with torch.no_grad():
             state = run_block(block, state, options, ctx.rng)
+        if ctx.fsdp:
+            block.reshard()
         outs = tuple(state[name] for name in block.OUTPUTS)
         return (*outs, *(_carrier(o) for o in outs))
 
@@ -535,8 +635,12 @@ class _Block(torch.autograd.Function):
         gout = _backward_pre_hooks(block, tuple(grads[:m]))
         dstate: dict[str, torch.Tensor | None] = dict(zip(block.OUTPUTS, gout, strict=True))
         params = ctx.params
-        index = {id(p): i for i, p in enumerate(params)}
+        index = None if ctx.fsdp else {id(p): i for i, p in enumerate(params)}
         slots: list[Any] = [None] * len(params)
+        if ctx.fsdp:  # gather this block, and start gathering the one undone next
+            block.unshard()
+            if ctx.i > 0 and _is_fsdp(call.blocks[ctx.i - 1]):
+                call.blocks[ctx.i - 1].unshard(async_op=True)
         rng = list(ctx.rng) if ctx.rng else []
         device = values[0].device
         enabled, dtype, cache = ctx.autocast
@@ -548,7 +652,10 @@ class _Block(torch.autograd.Function):
         with forked, _recomputing(), _as_in_forward(block, ctx.modes), torch.autocast(
             device.type, dtype=dtype, enabled=enabled, cache_enabled=cache
         ):
-            backward_block(block, state, dstate, ctx.options, rng, index, slots, checks)
+            backward_block(block, state, dstate, ctx.options, rng, index, slots, checks,
+                           call.segment.recompute_chunks)
+        if ctx.fsdp:
+            _fsdp_backward_done(block)
         call.checks.append((ctx.i, block, checks))
         if call.trace is not None:
             call.trace.append(("backward", {k: v.clone() for k, v in state.items()}))
@@ -601,6 +708,7 @@ class ReversibleSegment(nn.Module):
         self.guard: float | None = None
         self.last_reconstruction_error: float | None = None
         self.plan: tuple[bool, ...] | None = None  # per block: reversible (True) or kept
+        self.recompute_chunks = 1  # row-wise steps recomputed in this many chunks of tokens
 
     def forward(self, *streams: torch.Tensor, reversible: bool = True, checkpoint: bool = False,
                 **options: Any) -> tuple[torch.Tensor, ...]:
@@ -653,9 +761,13 @@ class ReversibleSegment(nn.Module):
         kept = (tuple(state[k].detach() for k in self.inputs)
                 if first and self.guard is not None else None)
         call = _Call(self, kept)
+        call.blocks = blocks
         for i, block in enumerate(blocks):
             n = len(block.INPUTS)
-            params = [p for p in block.parameters() if p.requires_grad]
+            # a sharded block's gradients go to FSDP, not through the Function: it gets one
+            # empty tensor that requires grad instead, so that its backward runs
+            params = ([torch.empty(0, requires_grad=True)] if _is_fsdp(block) else
+                      [p for p in block.parameters() if p.requires_grad])
             args = tuple(state[k] for k in block.INPUTS)
             if block._forward_pre_hooks:
                 _pre_hooks(block, args, options)
@@ -672,27 +784,22 @@ class ReversibleSegment(nn.Module):
         return dict(zip(last, outs, strict=True))
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: zero a whole sample's update with probability `rate` (training only)."""
+def forward_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
+    """A block's forward: its STEPS run on its input streams (what `block.forward` calls, in
+    plain autograd and under checkpointing; the reversible Function runs the same STEPS)."""
+    state = run_block(block, dict(zip(block.INPUTS, streams, strict=True)), options, None)
+    outs = tuple(state[name] for name in block.OUTPUTS)
+    return outs if len(outs) > 1 else outs[0]
 
-    RANDOM_RATES = ("rate",)  # what `without_randomness` sets to 0
 
-    def __init__(self, rate: float = 0.0) -> None:
-        super().__init__()
-        self.rate = rate
-
-    def draws_random(self) -> bool:
-        return self.training and self.rate > 0.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.rate == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.rate
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
-
-    def extra_repr(self) -> str:
-        return f"rate={self.rate}"
+def inverse_steps(block: nn.Module, streams: tuple[torch.Tensor, ...], **options: Any) -> Any:
+    """A block's inputs rebuilt from its outputs with the proved inverses of its STEPS, in
+    reverse order (the same inverses the reversible backward applies)."""
+    state = dict(zip(block.OUTPUTS, streams, strict=True))
+    for k in undo_order(block):
+        _undo(block, block.STEPS[k], state, options)
+    ins = tuple(state[name] for name in block.INPUTS)
+    return ins if len(ins) > 1 else ins[0]
 
 
 def check_input(name: str, x: torch.Tensor, shape: tuple[int | str | None, ...],
@@ -766,6 +873,18 @@ def set_reconstruction_guard(model: nn.Module, threshold: float | None = 1e-2) -
             m.last_reconstruction_error = None
 
 
+def set_recompute_chunks(model: nn.Module, chunks: int = 1) -> None:
+    """`model.set_recompute_chunks(n)`: recompute and backpropagate every row-wise step (one
+    whose functions treat each token alone: MLP, LayerNorm, linear; not attention) in `n`
+    chunks of tokens. Gradients are the same (summed over chunks); the backward's working set
+    is that of one chunk. 1: in one piece."""
+    if not isinstance(chunks, int) or isinstance(chunks, bool) or chunks < 1:
+        raise ValueError(f"chunks must be a positive integer, got {chunks!r}")
+    for m in model.modules():
+        if isinstance(m, ReversibleSegment):
+            m.recompute_chunks = chunks
+
+
 def set_plan(model: nn.Module, plan: dict[str, Any] | None) -> None:
     """`model.set_plan(plan)`: per reversible segment (by name), which blocks run reversibly
     (True: recomputed in the backward) and which keep their activations (False: plain autograd,
@@ -800,6 +919,29 @@ def plan_blocks(costs: dict[str, Any], kept: float, batch: int, budget: float
             plan[name][i] = False
             used += size * batch
     return plan
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a whole sample's update with probability `rate` (training only)."""
+
+    RANDOM_RATES = ("rate",)  # what `without_randomness` sets to 0
+
+    def __init__(self, rate: float = 0.0) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def draws_random(self) -> bool:
+        return self.training and self.rate > 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rate == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
 
 
 class Mlp(nn.Module):
@@ -957,7 +1099,7 @@ class Block(nn.Module):
         Couple("x2", ("x1",), "f_mlp", ("norm2", "mlp", "drop_path2"), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
-            delta=lambda a0: a0),
+            delta=lambda a0: a0, chunk=1),
     )
 
 
@@ -1023,7 +1165,7 @@ class Block2(nn.Module):
         Couple("x2", ("x1",), "f_mlp", ("norm2", "mlp", "drop_path2"), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
-            delta=lambda a0: a0),
+            delta=lambda a0: a0, chunk=1),
     )
 
 
@@ -1082,7 +1224,7 @@ class Block3(nn.Module):
         Couple("x2", ("x1",), "f_mlp", ("norm2", "mlp", "drop_path2"), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
-            delta=lambda a0: a0),
+            delta=lambda a0: a0, chunk=1),
     )
 
 
@@ -1148,7 +1290,7 @@ class Block4(nn.Module):
         Couple("x2", ("x1",), "f_mlp", ("norm2", "mlp", "drop_path2"), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
-            delta=lambda a0: a0),
+            delta=lambda a0: a0, chunk=1),
     )
 
 
@@ -1207,7 +1349,7 @@ class Block5(nn.Module):
         Couple("x2", ("x1",), "f_mlp", ("norm2", "mlp", "drop_path2"), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
-            delta=lambda a0: a0),
+            delta=lambda a0: a0, chunk=1),
     )
 
 
@@ -1273,7 +1415,7 @@ class Block6(nn.Module):
         Couple("x2", ("x1",), "f_mlp", ("norm2", "mlp", "drop_path2"), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
-            delta=lambda a0: a0),
+            delta=lambda a0: a0, chunk=1),
     )
 
 
@@ -1332,7 +1474,7 @@ class Block7(nn.Module):
         Couple("x2", ("x1",), "f_mlp", ("norm2", "mlp", "drop_path2"), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
-            delta=lambda a0: a0),
+            delta=lambda a0: a0, chunk=1),
     )
 
 
@@ -1398,7 +1540,7 @@ class Block8(nn.Module):
         Couple("x2", ("x1",), "f_mlp", ("norm2", "mlp", "drop_path2"), True,
             forward=lambda t, a0: t + a0,
             inverse=lambda y, a0: y - a0,
-            delta=lambda a0: a0),
+            delta=lambda a0: a0, chunk=1),
     )
 
 
@@ -1406,6 +1548,8 @@ class Merge(nn.Module):
     """A stored block (spec line 79): not invertible, so in reversible mode it is
     recomputed from its inputs in the backward instead of keeping its activations.
     """
+
+    STORED = True  # a unit of its own (e.g. for fully_shard), as reversible blocks
 
     def __init__(self) -> None:
         super().__init__()
@@ -1427,6 +1571,8 @@ class Merge2(nn.Module):
     recomputed from its inputs in the backward instead of keeping its activations.
     """
 
+    STORED = True  # a unit of its own (e.g. for fully_shard), as reversible blocks
+
     def __init__(self) -> None:
         super().__init__()
         self.fuse = Mlp(384, hidden=384, out=192)
@@ -1446,6 +1592,8 @@ class Merge3(nn.Module):
     """A stored block (spec line 79): not invertible, so in reversible mode it is
     recomputed from its inputs in the backward instead of keeping its activations.
     """
+
+    STORED = True  # a unit of its own (e.g. for fully_shard), as reversible blocks
 
     def __init__(self) -> None:
         super().__init__()
@@ -1565,12 +1713,18 @@ class RevSwin(nn.Module):
         set_plan(self, plan)
 
     def plan(self, batch: int, budget: float) -> dict[str, list[bool]]:
-        """A plan for set_plan that spends up to `budget` bytes kept for the backward (at this
-            batch)
-        on the blocks whose recompute costs the most per byte (predictions: BLOCK_COSTS,
-            KEPT_BYTES).
+        """A plan for set_plan that spends up to `budget` bytes kept for the backward
+        (at this batch) on the blocks whose recompute costs the most per byte
+        (predictions: BLOCK_COSTS, KEPT_BYTES).
         """
         return plan_blocks(BLOCK_COSTS, KEPT_BYTES, batch, budget)
+
+    def set_recompute_chunks(self, chunks: int = 1) -> None:
+        """Recompute and backpropagate the row-wise steps (MLP, LayerNorm, linear: each token
+        alone; marked chunk=1 in STEPS) in `chunks` pieces of tokens: the same gradients,
+        the working set of one piece.
+        """
+        set_recompute_chunks(self, chunks)
 
     def reconstruction_error(self) -> dict[str, float | None]:
         """Per reversible segment: the largest relative error of its rebuilt inputs at the last

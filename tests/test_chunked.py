@@ -1,0 +1,68 @@
+"""Token-chunked recompute (model.set_recompute_chunks): row-wise steps (each token's update
+depends on that token alone) are recomputed and backpropagated in chunks of tokens in the
+reversible backward. The gradients must be those of one piece and of plain autograd, with
+drop-path replayed per chunk; steps that mix tokens (attention) or draw per element (dropout)
+are never chunked."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import load_spec
+
+CASES = {
+    "rev_vit.rev": (dict(depth=2, dim=32, heads=2, image=32, patch=8), 32),
+    "rev_mvit.rev": (dict(depth=3, transitions=[1], dim=16, heads=1, image=32), 32),
+    "rev_vir.rev": (dict(depth=2, dim=32, heads=4, image=32, patch=8), 32),
+    "rev_swin.rev": (dict(image=56, embed=16, depths=[2, 2], heads=[2, 4]), 56),
+}
+
+
+def _chunked_steps(model: torch.nn.Module) -> list[str]:
+    return [s.fn for m in model.modules() for s in getattr(type(m), "STEPS", ())
+            if getattr(s, "chunk", None) is not None]
+
+
+def _grads(model: torch.nn.Module, x: torch.Tensor, chunks: int, reversible: bool
+           ) -> list[torch.Tensor]:
+    model.reversible = reversible
+    model.set_recompute_chunks(chunks)
+    model.zero_grad(set_to_none=True)
+    xi = x.clone().requires_grad_(True)
+    torch.manual_seed(7)  # the same drop-path draws in every run
+    model(xi).square().sum().backward()
+    assert xi.grad is not None
+    return [xi.grad, *[p.grad if p.grad is not None else torch.zeros_like(p)
+                       for p in model.parameters()]]
+
+
+@pytest.mark.parametrize("spec", sorted(CASES))
+def test_chunked_recompute_gives_the_same_gradients(spec: str) -> None:
+    over, size = CASES[spec]
+    torch.manual_seed(0)
+    model = load_spec(spec, **over).create_model(num_classes=5, drop_path_rate=0.3)
+    model = model.double().train()
+    assert _chunked_steps(model), "no row-wise step found to chunk"
+    x = torch.randn(3, 3, size, size, dtype=torch.float64)
+    whole = _grads(model, x, 1, True)
+    plain = _grads(model, x, 1, False)
+    for chunks in (2, 3, 1000):  # uneven pieces, and more chunks than tokens (empty pieces)
+        got = _grads(model, x, chunks, True)
+        for a, b, c in zip(got, whole, plain, strict=True):
+            assert (a - b).abs().max().item() <= 1e-12 * (1 + b.abs().max().item())
+            assert (a - c).abs().max().item() <= 1e-10 * (1 + c.abs().max().item())
+
+
+def test_only_row_wise_steps_are_chunked() -> None:
+    vit = load_spec("rev_vit.rev", **CASES["rev_vit.rev"][0]).create_model()
+    assert _chunked_steps(vit) == ["f_mlp"] * 2  # the MLP half of each block, not attention
+    with_dropout = load_spec("rev_vit.rev", **CASES["rev_vit.rev"][0], dropout=0.1)
+    assert _chunked_steps(with_dropout.create_model()) == []  # per-element draws
+
+
+def test_chunks_must_be_a_positive_integer() -> None:
+    model = load_spec("rev_vit.rev", **CASES["rev_vit.rev"][0]).create_model()
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="chunks must be a positive integer"):
+            model.set_recompute_chunks(bad)
