@@ -220,6 +220,38 @@ class Suite:
         return {"spec": "rev_vit.rev", "width": "B", "rows": rows, "slopes": slopes,
                 "timing": timing}
 
+    def overhead(self) -> dict[str, Any]:
+        """The reversible step's cost beyond its floor (benchmarks/overhead.py): (reversible
+        step - baseline step) / forward without grad, RevViT-S at depths 6-24 and Rev-MViT-B,
+        each configuration in a fresh process. `REVDSL_ROOT=<checkout>` measures another
+        checkout's engine with the same script (the before/after figures)."""
+        import json
+        import os
+        import subprocess
+
+        root = os.environ.get("REVDSL_ROOT", str(SPECS.parent))
+        configs = [("RevViT-S depth 6", VIT, ["depth=6"], 4),
+                   ("RevViT-S depth 12", VIT, ["depth=12"], 4),
+                   ("RevViT-S depth 24", VIT, ["depth=24"], 4),
+                   ("Rev-MViT-B", MVIT, [], 2)]
+        if self.quick:
+            configs = [("RevViT tiny", VIT, ["depth=4", "dim=64", "heads=2", "image=32",
+                                             "patch=8"], 2)]
+        rows = []
+        for label, spec, sets, batch in configs:
+            cmd = [sys.executable, str(SPECS.parent / "benchmarks" / "overhead.py"), "--spec",
+                   spec, "--batch", str(batch), "--rounds", str(max(self.repeats, 2)), "--json",
+                   *[a for s in sets for a in ("--set", s)]]
+            env = {**os.environ, "PYTHONPATH": root}
+            out = subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True,
+                                 text=True).stdout
+            r = {"label": label, **json.loads(out.strip().splitlines()[-1])}
+            rows.append(r)
+            print(f"  {label:>20s} reversible {r['reversible']:.3f} s  baseline "
+                  f"{r['baseline']:.3f} s  forward {r['forward']:.3f} s  overhead "
+                  f"{r['overhead']:.3f}", flush=True)
+        return {"rows": rows, "root": root}
+
     def largest_batch(self) -> dict[str, Any]:
         from revdsl.bench import largest_batch
 
@@ -483,8 +515,9 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-ALL = ("sizes", "planner", "chunked", "stats", "examples", "vit_depth", "vit_width", "paper_memory",
-       "vit_batch", "largest_batch", "mvit_depth", "vir_depth", "families", "backward", "compile")
+ALL = ("sizes", "planner", "chunked", "overhead", "stats", "examples", "vit_depth", "vit_width",
+       "paper_memory", "vit_batch", "largest_batch", "mvit_depth", "vir_depth", "families",
+       "backward", "compile")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,24 +66,30 @@ def _fsdp_backward_done(block: nn.Module) -> None:
 
 
 @contextlib.contextmanager
-def _as_in_forward(module: nn.Module, modes: tuple[bool, ...]) -> Any:
+def _as_in_forward(module: nn.Module, modes: tuple[bool, ...],
+                   mods: list[nn.Module] | None = None) -> Any:
     """Recompute `module` as the forward ran it: the training flags it had then (a
     `model.eval()` between forward and backward must not change the gradient), and without
-    firing its forward hooks, or its submodules', a second time (they fired in the forward)."""
-    mods = list(module.modules())
+    firing its forward hooks, or its submodules', a second time (they fired in the forward).
+    Flags are written straight into the modules (nn.Module's __setattr__ is slow) and only
+    when they changed. `mods`: module.modules() if the caller already listed them."""
+    mods = list(module.modules()) if mods is None else mods
     now = [m.training for m in mods]
+    changed = now != list(modes)
     hooked = [(m, m._forward_hooks, m._forward_pre_hooks) for m in mods
               if m._forward_hooks or m._forward_pre_hooks]
-    for m, t in zip(mods, modes):
-        m.training = t
+    if changed:
+        for m, t in zip(mods, modes):
+            m.__dict__["training"] = t
     for m, hooks, pre in hooked:  # FSDP's own hooks stay: they gather the parameters
         m._forward_hooks = type(hooks)((k, h) for k, h in hooks.items() if _fsdp_hook(h))
         m._forward_pre_hooks = type(pre)((k, h) for k, h in pre.items() if _fsdp_hook(h))
     try:
         yield
     finally:
-        for m, t in zip(mods, now):
-            m.training = t
+        if changed:
+            for m, t in zip(mods, now):
+                m.__dict__["training"] = t
         for m, hooks, pre in hooked:
             m._forward_hooks, m._forward_pre_hooks = hooks, pre
 

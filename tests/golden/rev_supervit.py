@@ -93,24 +93,30 @@ def _fsdp_backward_done(block: nn.Module) -> None:
 
 
 @contextlib.contextmanager
-def _as_in_forward(module: nn.Module, modes: tuple[bool, ...]) -> Any:
+def _as_in_forward(module: nn.Module, modes: tuple[bool, ...],
+                   mods: list[nn.Module] | None = None) -> Any:
     """Recompute `module` as the forward ran it: the training flags it had then (a
     `model.eval()` between forward and backward must not change the gradient), and without
-    firing its forward hooks, or its submodules', a second time (they fired in the forward)."""
-    mods = list(module.modules())
+    firing its forward hooks, or its submodules', a second time (they fired in the forward).
+    Flags are written straight into the modules (nn.Module's __setattr__ is slow) and only
+    when they changed. `mods`: module.modules() if the caller already listed them."""
+    mods = list(module.modules()) if mods is None else mods
     now = [m.training for m in mods]
+    changed = now != list(modes)
     hooked = [(m, m._forward_hooks, m._forward_pre_hooks) for m in mods
               if m._forward_hooks or m._forward_pre_hooks]
-    for m, t in zip(mods, modes):
-        m.training = t
+    if changed:
+        for m, t in zip(mods, modes):
+            m.__dict__["training"] = t
     for m, hooks, pre in hooked:  # FSDP's own hooks stay: they gather the parameters
         m._forward_hooks = type(hooks)((k, h) for k, h in hooks.items() if _fsdp_hook(h))
         m._forward_pre_hooks = type(pre)((k, h) for k, h in pre.items() if _fsdp_hook(h))
     try:
         yield
     finally:
-        for m, t in zip(mods, now):
-            m.training = t
+        if changed:
+            for m, t in zip(mods, now):
+                m.__dict__["training"] = t
         for m, hooks, pre in hooked:
             m._forward_hooks, m._forward_pre_hooks = hooks, pre
 
@@ -337,6 +343,12 @@ def _call_fn(block: nn.Module, step: Any, reads: list[torch.Tensor],
     return _atoms(getattr(block, step.fn)(*reads, **options))
 
 
+def _finite(t: torch.Tensor) -> torch.Tensor:
+    """Whether every value is finite, as a 0-d tensor (read once per segment): NaN and inf
+    propagate through the largest magnitude, one reduction (isfinite().all() is three)."""
+    return torch.isfinite(t.abs().amax()) if t.numel() else torch.ones((), dtype=torch.bool)
+
+
 def _step_params(block: nn.Module, step: Any) -> list[nn.Parameter]:
     return [
         p for name in step.modules for p in getattr(block, name).parameters() if p.requires_grad
@@ -420,7 +432,8 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                    grads: dict[str, torch.Tensor | None], options: dict[str, Any],
                    rng: list[Any], index: dict[int, int] | None, slots: list[Any],
-                   checks: list[Any] | None = None, chunks: int = 1) -> None:
+                   checks: list[Any] | None = None, chunks: int = 1,
+                   every: list[nn.Parameter] | None = None) -> None:
     """Undo one block in place on `state`/`grads`: rebuild its inputs and backpropagate.
 
     Each step's functions are recomputed once; with grad enabled the same values serve the
@@ -445,7 +458,7 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         if isinstance(step, Bijection):
             _backward_bijection(block, step, state, grads, index, slots)
             if checks is not None:
-                checks.append((k, step, torch.isfinite(state[step.target]).all()))
+                checks.append((k, step, _finite(state[step.target])))
             continue
         replay = saved.pop(k, None)
         if replay is not None:
@@ -453,7 +466,7 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         if chunks > 1 and getattr(step, "chunk", None) is not None and \
                 grads[step.target] is not None:
             _couple_in_chunks(block, k, step, state, grads, options, index, slots, checks,
-                              chunks, replay)
+                              chunks, replay, every)
             continue
         dy = grads.pop(step.target)
         if dy is None:
@@ -463,10 +476,11 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
             if isinstance(step, Couple):
                 grads[step.target] = None
                 if checks is not None:
-                    checks.append((k, step, torch.isfinite(state[step.target]).all()))
+                    checks.append((k, step, _finite(state[step.target])))
             continue
         reads = [state[_current(r)].detach().requires_grad_(True) for r in step.reads]
-        params = _step_params(block, step)
+        # the block's parameters (unused ones get None): no module walk per step
+        params = every if every is not None else _step_params(block, step)
         with torch.enable_grad():
             atoms = _call_fn(block, step, reads, options)
         if isinstance(step, Couple):
@@ -474,7 +488,7 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
             with torch.no_grad():
                 x = step.inverse(y, *[a.detach() for a in atoms])
                 if checks is not None:
-                    checks.append((k, step, torch.isfinite(x).all()))
+                    checks.append((k, step, _finite(x)))
             del y
             if step.delta is not None:
                 with torch.enable_grad():
@@ -512,7 +526,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
 
 def _couple_in_chunks(block: nn.Module, k: int, step: Couple, state: dict[str, torch.Tensor],
                       grads: dict[str, Any], options: dict[str, Any], index: Any,
-                      slots: list[Any], checks: list[Any] | None, n: int, replay: Any) -> None:
+                      slots: list[Any], checks: list[Any] | None, n: int, replay: Any,
+                      every: list[nn.Parameter] | None) -> None:
     """Undo and backpropagate a row-wise step (each token's update depends on that token alone)
     in `n` chunks of tokens: the same result as in one piece, with the working set of one chunk
     (an MLP's hidden activations, say). The generator state is restored before every chunk, so
@@ -521,7 +536,7 @@ def _couple_in_chunks(block: nn.Module, k: int, step: Couple, state: dict[str, t
     assert d is not None
     y, dy = state[step.target], grads.pop(step.target)
     reads_all = [state[_current(r)] for r in step.reads]
-    params = _step_params(block, step)
+    params = every if every is not None else _step_params(block, step)
     parts = [t.tensor_split(n, d) for t in (y, dy, *reads_all)]
     # results are written into whole tensors chunk by chunk (no second copy to concatenate)
     x_all = torch.empty_like(y)
@@ -564,7 +579,7 @@ def _couple_in_chunks(block: nn.Module, k: int, step: Couple, state: dict[str, t
     _accumulate(slots, index, params, tuple(acc))
     state[step.target], grads[step.target] = x_all, dx_all
     if checks is not None:
-        checks.append((k, step, torch.isfinite(x_all).all()))
+        checks.append((k, step, _finite(x_all)))
     for name, whole in zip(step.reads, dreads, strict=True):
         grads[_current(name)] = _add(grads[_current(name)], whole)
 
@@ -610,7 +625,8 @@ class _Block(torch.autograd.Function):
         ctx.params = params
         device = streams[0].device
         ctx.autocast = _autocast_state(device.type)
-        ctx.modes = _modes(block)
+        ctx.mods = list(block.modules())
+        ctx.modes = tuple(m.training for m in ctx.mods)
         ctx.rng = [] if block.training and block.STOCHASTIC else None
         state = dict(zip(block.INPUTS, streams, strict=True))
         if call.trace is not None:
@@ -650,11 +666,11 @@ class _Block(torch.autograd.Function):
             device_type=device.type if device.type != "cpu" else "cuda",
         )
         checks: list[Any] = []
-        with forked, _recomputing(), _as_in_forward(block, ctx.modes), torch.autocast(
+        with forked, _recomputing(), _as_in_forward(block, ctx.modes, ctx.mods), torch.autocast(
             device.type, dtype=dtype, enabled=enabled, cache_enabled=cache
         ):
             backward_block(block, state, dstate, ctx.options, rng, index, slots, checks,
-                           call.segment.recompute_chunks)
+                           call.segment.recompute_chunks, None if ctx.fsdp else list(params))
         if ctx.fsdp:
             _fsdp_backward_done(block)
         call.checks.append((ctx.i, block, checks))
