@@ -107,30 +107,42 @@ def _plot_depth(data: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _planner(d: dict[str, Any]) -> str:
-    rows = d["rows"]
-    base = next(r for r in rows if r["mode"] == "baseline")
-    cells = [[r["label"], f"{r['saved'] / 2**20:.1f}",
-              "-" if r["budget"] is None else f"{r['budget'] / 2**20:.1f}",
-              f"{r['step_time']:.3f}", f"{r['step_time'] / base['step_time']:.2f}"]
-             for r in rows]
-    planned = [r for r in rows if r["kept_blocks"] is not None]
-    within = all(r["saved"] <= r["budget"] * 1.05 for r in planned)
-    falling = all(a["step_time"] >= b["step_time"] * 0.97
-                  for a, b in itertools.pairwise(planned))
-    full = planned[-1]
-    plot = _plot_planner(rows)
-    return ("## Memory plan: time against memory (RevViT-S)\n\n"
-            f"`{d['command']}` (batch {d['batch']}, {d['blocks']} blocks, fastest of the timed "
-            "steps). `model.plan(batch, budget)` keeps the activations of the blocks that save "
-            "the most recompute per byte within the budget; `model.set_plan(plan)` applies it. "
-            "Targets (issue 19): measured memory within the budget: "
-            f"{'met' if within else 'missed'}; step time falling as the budget grows: "
-            f"{'met' if falling else 'missed'} (3% tolerance for timing noise); every block "
-            f"kept: {full['step_time'] / base['step_time']:.2f}x the baseline's step (target "
-            f"<= 1.03: {'met' if full['step_time'] <= 1.03 * base['step_time'] else 'missed'})."
-            "\n\n" + _table(["configuration", "kept MiB", "budget MiB", "step (s)",
-                              "x baseline"], cells)
-            + (f"\n\n![{plot}](benchmarks/plots/{plot})" if plot else ""))
+    models = d.get("models") or [{"label": "RevViT-S", **d}]
+    text = ("## Memory plan: time against memory\n\n"
+            f"`{d['command']}` (fastest of the timed steps). `model.plan(batch, budget)` keeps "
+            "the activations of the blocks that save the most recompute per byte within the "
+            "budget; `model.set_plan(plan)` applies it. Targets (issue 19), per model: "
+            "measured memory within the budget; step time falling as the budget grows (3% "
+            "tolerance for timing noise); every block kept within 3% of the baseline's step; "
+            "and the planner's points dominating per-block checkpointing (one of them no "
+            "slower with no more memory).")
+    for m in models:
+        rows = m["rows"]
+        base = next(r for r in rows if r["mode"] == "baseline")
+        ckpt = next(r for r in rows if r["mode"] == "checkpoint")
+        planned = [r for r in rows if r["kept_blocks"] is not None]
+        within = all(r["saved"] <= r["budget"] * 1.05 for r in planned)
+        falling = all(a["step_time"] >= b["step_time"] * 0.97
+                      for a, b in itertools.pairwise(planned))
+        full = planned[-1]
+        dominates = any(r["saved"] <= ckpt["saved"] and r["step_time"] <= ckpt["step_time"]
+                        for r in planned)
+        cells = [[r["label"], f"{r['saved'] / 2**20:.1f}",
+                  "-" if r["budget"] is None else f"{r['budget'] / 2**20:.1f}",
+                  f"{r['step_time']:.3f}", f"{r['step_time'] / base['step_time']:.2f}"]
+                 for r in rows]
+        ratio = full["step_time"] / base["step_time"]
+        plot = _plot_planner(rows, m["label"])
+        text += (f"\n\n### {m['label']} (batch {m['batch']}, {m['blocks']} blocks planned: "
+                 "reversible blocks and stored ones)\n\nWithin the budget: "
+                 f"{'met' if within else 'missed'}; time falling: "
+                 f"{'met' if falling else 'missed'}; every block kept: {ratio:.2f}x the "
+                 f"baseline ({'met' if ratio <= 1.03 else 'missed'}); dominating per-block "
+                 f"checkpointing: {'met' if dominates else 'missed'}.\n\n"
+                 + _table(["configuration", "kept MiB", "budget MiB", "step (s)", "x baseline"],
+                          cells)
+                 + (f"\n\n![{plot}](benchmarks/plots/{plot})" if plot else ""))
+    return text
 
 
 def _chunked(d: dict[str, Any]) -> str:
@@ -208,7 +220,7 @@ def _overhead(d: dict[str, Any], ab: dict[str, Any] | None) -> str:
     return text
 
 
-def _plot_planner(rows: list[dict[str, Any]]) -> str | None:
+def _plot_planner(rows: list[dict[str, Any]], label: str) -> str | None:
     try:
         import matplotlib
 
@@ -220,17 +232,21 @@ def _plot_planner(rows: list[dict[str, Any]]) -> str | None:
     planned = [r for r in rows if r["kept_blocks"] is not None]
     ax.plot([r["saved"] / 2**20 for r in planned], [r["step_time"] for r in planned], "o-",
             label="planner (0 to all blocks kept)")
-    for r, marker in ((next(r for r in rows if r["mode"] == "checkpoint"), "s"),
+    for r, marker in ((planned[0], "D"), (next(r for r in rows if r["mode"] == "checkpoint"), "s"),
                       (next(r for r in rows if r["mode"] == "baseline"), "^")):
-        ax.plot([r["saved"] / 2**20], [r["step_time"]], marker, label=r["label"])
+        name = "fully reversible" if r is planned[0] else r["label"]
+        ax.plot([r["saved"] / 2**20], [r["step_time"]], marker, label=name)
     ax.set_xlabel("memory kept for the backward (MiB)")
     ax.set_ylabel("training step (s)")
+    ax.set_title(label)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(PLOTS / "planner.png", dpi=110)
+    fname = "planner.png" if label == "RevViT-S" else \
+        f"planner_{label.lower().replace('-', '_').replace(' ', '_')}.png"
+    fig.savefig(PLOTS / fname, dpi=110)
     plt.close(fig)
-    return "planner.png"
+    return fname
 
 
 def write() -> Path:

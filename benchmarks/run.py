@@ -385,10 +385,17 @@ class Suite:
                 "compiled": fast, "compile_seconds": compile_s}
 
     def planner(self) -> dict[str, Any]:
-        """The memory plan on RevViT-S (12 blocks, 224 px, batch 4, in one process): for budgets
-        from the fully reversible figure to the baseline's, the blocks `model.plan` keeps, the
-        bytes kept for the backward (saved-tensor hooks) and the step time; next to plain
-        autograd and per-block checkpointing."""
+        """The memory plan on RevViT-S, RevViT-B and Rev-MViT-B (224 px, batch 4, each in one
+        process): for budgets from the fully reversible figure to the baseline's, the blocks
+        `model.plan` keeps, the bytes kept for the backward (saved-tensor hooks) and the step
+        time; next to plain autograd and per-block checkpointing."""
+        models = [("RevViT-S", VIT, {}), ("RevViT-B", VIT, dict(WIDTHS["B"])),
+                  ("Rev-MViT-B", MVIT, {})]
+        if self.quick:
+            models = [("RevViT tiny", VIT, self.vit())]
+        return {"models": [self._plan_model(*m) for m in models]}
+
+    def _plan_model(self, label: str, spec: str, kw: dict[str, Any]) -> dict[str, Any]:
         import statistics
 
         import torch
@@ -397,36 +404,37 @@ class Suite:
         from revdsl.bench import step_times
         from revdsl.measure import saved_bytes
 
-        kw = self.vit() if self.quick else {}
         batch = 2 if self.quick else 4
-        mod = revdsl.load(VIT, **kw)
+        mod = revdsl.load(spec, **_sets(kw))
         torch.manual_seed(0)
         model = mod.create_model(num_classes=10).train()
         size = int(kw.get("image", 224))
         x = torch.randn(batch, 3, size, size)
-        costs = mod.BLOCK_COSTS["body"]
-        rows = []
+        sizes = sorted(b for rows in mod.BLOCK_COSTS.values() for b, _ in rows)
+        rows: list[dict[str, Any]] = []
+        print(f"  {label}", flush=True)
 
-        def record(label: str, mode: str, kept_blocks: int | None, budget: float | None) -> None:
+        def record(name: str, mode: str, kept_blocks: int | None, budget: float | None) -> None:
             model.reversible = mode != "baseline"
             model.checkpoint = mode == "checkpoint"
             saved = saved_bytes(model, x)
             times = step_times(model, [x], steps=self.steps, warmup=self.warmup)
-            rows.append({"label": label, "mode": mode, "kept_blocks": kept_blocks,
+            rows.append({"label": name, "mode": mode, "kept_blocks": kept_blocks,
                          "budget": budget, "saved": saved, "step_time": min(times),
                          "median": statistics.median(times)})
-            print(f"  {label:>28s} kept {saved / 2**20:8.1f} MiB  step {min(times):.3f} s",
+            print(f"  {name:>28s} kept {saved / 2**20:8.1f} MiB  step {min(times):.3f} s",
                   flush=True)
 
-        for k in range(0, len(costs) + 1, 1 if self.quick else 3):
-            budget = batch * (mod.KEPT_BYTES + sum(sorted(b for b, _ in costs)[:k])) + 1
-            plan = model.plan(batch=batch, budget=budget)
-            model.set_plan(plan)
-            record(f"plan: {k} of {len(costs)} kept", "reversible", k, budget)
+        n = len(sizes)
+        ks = sorted({0, n, *range(0, n + 1, 1 if self.quick else max(1, n // 4))})
+        for k in ks:
+            budget = batch * (mod.KEPT_BYTES + sum(sizes[:k])) + 1
+            model.set_plan(model.plan(batch=batch, budget=budget))
+            record(f"plan: {k} of {n} kept", "reversible", k, budget)
         model.set_plan(None)
         record("per-block checkpoint", "checkpoint", None, None)
         record("plain autograd", "baseline", None, None)
-        return {"batch": batch, "blocks": len(costs), "rows": rows}
+        return {"label": label, "batch": batch, "blocks": n, "rows": rows}
 
     def sizes(self) -> dict[str, Any]:
         """Parameters and MACs of every family's reference configurations (`revdsl stats`, from

@@ -201,9 +201,21 @@ def _stored_by(roots: list[ir.Node], seen: set[int]) -> tuple[list[str], list[St
 def block_costs(program: ir.Program) -> dict[str, list[tuple[int, int]]]:
     """Per reversible segment, per block: (the bytes per sample plain autograd keeps for it,
     its MACs per sample), at the model arguments' and options' defaults: what keeping a block's
-    activations costs and what it saves (its recompute) for the memory planner."""
-    boundaries(program)  # (fills the views and gradient tables _stored_by reads)
+    activations costs and what it saves (its recompute) for the memory planner. A stored block
+    recomputed in the backward (a stage transition) is one more entry, under its name, with one
+    row: what keeping its activations (no recompute) costs and saves."""
+    parts = boundaries(program)  # (also fills the views and gradient tables _stored_by reads)
     out: dict[str, list[tuple[int, int]]] = {}
+    plain = {pb.name: pb for pb in program.plain_blocks}
+    for b in parts:
+        if not b.recomputed or b.name not in plain:
+            continue
+        size = evaluate(sum((x.bytes_per_sample for x in b.baseline), sympy.Integer(0)), program)
+        macs = sympy.Integer(0)
+        for n in ir.walk(list(b.roots), stop={x.id for x in plain[b.name].inputs}):
+            if isinstance(n, ir.OpNode):
+                macs = macs + op_costs(n)[1]
+        out[b.name] = [(_int(size), _int(evaluate(macs, program)))]
     for seg in program.segments:
         rows = []
         for block in seg.blocks:

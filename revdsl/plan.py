@@ -55,13 +55,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
+    stored = {pb.name for pb in report.program.plain_blocks}
     for name, choice in out["plan"].items():
         kept = [i for i, c in enumerate(choice) if not c]
-        print(f"{name}: keep blocks {kept or 'none'} of {len(choice)}")
+        if name in stored:
+            print(f"{name}: {'keep its activations' if kept else 'recompute it'} (stored block)")
+        else:
+            print(f"{name}: keep blocks {kept or 'none'} of {len(choice)}")
     print(f"predicted memory kept for the backward at batch {args.batch}: "
           f"{out['predicted_bytes'] / 2**20:.1f} MiB (fully reversible "
           f"{out['reversible_bytes'] / 2**20:.1f} MiB; budget {args.budget}); recompute saved: "
-          f"{100 * out['recompute_saved']:.0f}% of the segments' MACs")
+          f"{100 * out['recompute_saved']:.0f}% of the recomputed MACs")
     if out["reversible_bytes"] > out["budget"]:
         print(f"warning: the budget is below what the fully reversible model keeps "
               f"({out['reversible_bytes'] / 2**20:.1f} MiB): a smaller batch would fit")

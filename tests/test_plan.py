@@ -53,7 +53,7 @@ def test_the_plan_spends_the_budget_on_kept_blocks() -> None:
     assert saved_bytes(model, x) == kept[0]
     with pytest.raises(ValueError, match="has 2 entries"):
         model.set_plan({"body": [True, False]})
-    with pytest.raises(KeyError, match="no reversible segment 'trunk'"):
+    with pytest.raises(KeyError, match="no reversible segment or stored block 'trunk'"):
         model.set_plan({"trunk": [True] * 4})
 
 
@@ -73,3 +73,31 @@ def test_revdsl_plan_prints_the_plan_the_model_makes(capsys: pytest.CaptureFixtu
     assert sum(not c for c in out["plan"]["body"]) == 2
     assert main(["plan", str(SPECS / "rev_vit.rev"), "--budget", "lots"]) == 1
     assert "not a size" in capsys.readouterr().err
+
+
+def test_a_stored_block_can_keep_its_activations() -> None:
+    """Rev-MViT's stage transition (a stored block, recomputed from its inputs by default) is a
+    plan entry of its own: kept, it stores its activations (more bytes) and is not recomputed;
+    the gradients stay plain autograd's either way."""
+    from revdsl.pipeline import compile_text
+
+    over = dict(depth=3, transitions=[1], dim=16, heads=1, image=32)
+    program = compile_text((SPECS / "rev_mvit.rev").read_text(), "rev_mvit.rev", over).program
+    mod = load_spec("rev_mvit.rev", **over)
+    assert set(mod.BLOCK_COSTS) == {"stage0", "transition", "stage1"}
+    assert len(mod.BLOCK_COSTS["transition"]) == 1
+    torch.manual_seed(0)
+    model = mod.create_model(num_classes=10).double()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    saved = {}
+    for keep in (False, True):
+        model.set_plan({"transition": [not keep]})
+        saved[keep] = saved_bytes(model, x)
+        g = gradient_errors(model, random_inputs(program, batch=2))
+        assert g["worst"] < 1e-9, (keep, g)
+    assert saved[True] > saved[False]
+    budget = (mod.KEPT_BYTES + mod.BLOCK_COSTS["transition"][0][0]) * 2 + 1
+    plan = model.plan(batch=2, budget=budget)
+    assert plan["transition"] in ([False], [True])
+    with pytest.raises(ValueError, match="takes one"):
+        model.set_plan({"transition": [True, False]})

@@ -31,7 +31,7 @@ SKIP = {
     "bash scripts/test.sh": "runs this test suite itself (CI runs it)",
     "bash scripts/run.sh": "creates a new virtual environment (minutes); its compile half is "
                            "the golden tests, its set-up half is CI's",
-    "python benchmarks/run.py": "the full benchmark suite, about 80 minutes",
+    "python benchmarks/run.py": "the full benchmark suite, about 100 minutes",
     "python benchmarks/run.py --quick": "every suite at tiny sizes: about 5 minutes on 2 cores "
                                         "(each configuration in fresh processes)",
     "python benchmarks/run.py --only vit_depth families": "two benchmark suites, ~20 minutes, "

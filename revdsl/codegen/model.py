@@ -93,8 +93,9 @@ class ModelMixin:
         e.line("def set_plan(self, plan: dict[str, Any] | None) -> None:")
         with e.indented():
             e.docstring("Per reversible segment, which blocks run reversibly (True) and which "
-                        "keep their\nactivations (False: no recompute); None: all reversible. "
-                        "Same weights and results.")
+                        "keep their\nactivations (False: no recompute); per stored block "
+                        "(a transition), [True] to\nrecompute it or [False] to keep its "
+                        "activations; None: all recomputed. Same weights\nand results.")
             e.line("set_plan(self, plan)")
         e.blank()
         e.line("def plan(self, batch: int, budget: float) -> dict[str, list[bool]]:")

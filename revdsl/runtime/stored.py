@@ -24,8 +24,9 @@ def run_stored(block: nn.Module, *inputs: torch.Tensor, recompute: bool = False,
                **options: Any) -> Any:
     """Run a non-invertible block (a stage transition, say). With `recompute` (and autograd
     active) only its inputs are kept: its activations are recomputed in the backward, with the
-    forward's RNG and autocast state, and BatchNorm statistics are not updated again."""
-    if recompute and torch.is_grad_enabled():
+    forward's RNG and autocast state, and BatchNorm statistics are not updated again. A memory
+    plan (`set_plan`) may keep a stored block's activations instead (`recompute_planned`)."""
+    if recompute and torch.is_grad_enabled() and getattr(block, "recompute_planned", True):
         return _checkpointed(block, *inputs, **options)
     return block(*inputs, **options)
 

@@ -866,8 +866,9 @@ def run_stored(block: nn.Module, *inputs: torch.Tensor, recompute: bool = False,
                **options: Any) -> Any:
     """Run a non-invertible block (a stage transition, say). With `recompute` (and autograd
     active) only its inputs are kept: its activations are recomputed in the backward, with the
-    forward's RNG and autocast state, and BatchNorm statistics are not updated again."""
-    if recompute and torch.is_grad_enabled():
+    forward's RNG and autocast state, and BatchNorm statistics are not updated again. A memory
+    plan (`set_plan`) may keep a stored block's activations instead (`recompute_planned`)."""
+    if recompute and torch.is_grad_enabled() and getattr(block, "recompute_planned", True):
         return _checkpointed(block, *inputs, **options)
     return block(*inputs, **options)
 
@@ -914,17 +915,27 @@ def set_recompute_chunks(model: nn.Module, chunks: int = 1) -> None:
 def set_plan(model: nn.Module, plan: dict[str, Any] | None) -> None:
     """`model.set_plan(plan)`: per reversible segment (by name), which blocks run reversibly
     (True: recomputed in the backward) and which keep their activations (False: plain autograd,
-    no recompute). None: every block reversible. Weights and results do not change."""
+    no recompute); per stored block (a transition, by name), one entry: recomputed from its
+    inputs (True) or its activations kept (False). None: everything recomputed. Weights and
+    results do not change."""
     segments = {name: m for name, m in model.named_modules() if isinstance(m, ReversibleSegment)}
+    stored = {name: m for name, m in model.named_children() if getattr(m, "STORED", False)}
     for name in plan or {}:
-        if name not in segments:
-            raise KeyError(f"no reversible segment {name!r} (segments: {', '.join(segments)})")
+        if name not in segments and name not in stored:
+            raise KeyError(f"no reversible segment or stored block {name!r} (segments: "
+                           f"{', '.join(segments)}; stored blocks: {', '.join(stored) or '-'})")
     for name, seg in segments.items():
         choice = None if plan is None else plan.get(name)
         if choice is not None and len(choice) != len(seg.blocks):
             raise ValueError(f"the plan for segment {name!r} has {len(choice)} entries; it has "
                              f"{len(seg.blocks)} blocks")
         seg.plan = None if choice is None else tuple(bool(c) for c in choice)
+    for name, block in stored.items():
+        choice = None if plan is None else plan.get(name)
+        if choice is not None and len(choice) != 1:
+            raise ValueError(f"the plan for stored block {name!r} has {len(choice)} entries; "
+                             "it takes one (recompute: True, keep: False)")
+        block.recompute_planned = True if choice is None else bool(choice[0])
 
 
 def plan_blocks(costs: dict[str, Any], kept: float, batch: int, budget: float
@@ -1304,7 +1315,9 @@ class RevSuperViT(nn.Module):
 
     def set_plan(self, plan: dict[str, Any] | None) -> None:
         """Per reversible segment, which blocks run reversibly (True) and which keep their
-        activations (False: no recompute); None: all reversible. Same weights and results.
+        activations (False: no recompute); per stored block (a transition), [True] to
+        recompute it or [False] to keep its activations; None: all recomputed. Same weights
+        and results.
         """
         set_plan(self, plan)
 
@@ -1352,6 +1365,15 @@ PARAMETERS = {
 # sample plain autograd keeps and the MACs per sample; and the bytes per sample kept when
 # every block is reversible.
 BLOCK_COSTS = {
+    'prune0': (
+        (0, 0),
+    ),
+    'prune1': (
+        (0, 0),
+    ),
+    'prune2': (
+        (0, 0),
+    ),
     'stage0': (
         (0, 0),
         (0, 0),
