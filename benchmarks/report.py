@@ -115,7 +115,11 @@ def _planner(d: dict[str, Any]) -> str:
             "measured memory within the budget; step time falling as the budget grows (3% "
             "tolerance for timing noise); every block kept within 3% of the baseline's step; "
             "and the planner's points dominating per-block checkpointing (one of them no "
-            "slower with no more memory).")
+            "slower with no more memory). Caveat: 'kept' is what saved-tensor hooks see; "
+            "per-block checkpointing also holds every block's input streams (two per block "
+            "boundary), which those hooks do not see, so its figure is an undercount and the "
+            "dominance check is stricter than the truth. Timings: with `--repeats R`, R rounds "
+            "over all configurations, the fastest step of each.")
     for m in models:
         rows = m["rows"]
         base = next(r for r in rows if r["mode"] == "baseline")

@@ -427,13 +427,24 @@ class Suite:
 
         n = len(sizes)
         ks = sorted({0, n, *range(0, n + 1, 1 if self.quick else max(1, n // 4))})
+        configs: list[tuple[str, str, int | None, float | None]] = []
         for k in ks:
-            budget = batch * (mod.KEPT_BYTES + sum(sizes[:k])) + 1
-            model.set_plan(model.plan(batch=batch, budget=budget))
-            record(f"plan: {k} of {n} kept", "reversible", k, budget)
+            configs.append((f"plan: {k} of {n} kept", "reversible", k,
+                            batch * (mod.KEPT_BYTES + sum(sizes[:k])) + 1))
+        configs += [("per-block checkpoint", "checkpoint", None, None),
+                    ("plain autograd", "baseline", None, None)]
+        # with --repeats R, R rounds over all configurations (the machine's noise moves a
+        # single figure by several percent); each keeps its fastest step
+        for _ in range(max(self.repeats, 1)):
+            for name, mode, k, budget in configs:
+                model.set_plan(None if k is None else model.plan(batch=batch, budget=budget))
+                record(name, mode, k, budget)
         model.set_plan(None)
-        record("per-block checkpoint", "checkpoint", None, None)
-        record("plain autograd", "baseline", None, None)
+        best: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            if r["label"] not in best or r["step_time"] < best[r["label"]]["step_time"]:
+                best[r["label"]] = r
+        rows = [best[name] for name, *_ in configs]
         return {"label": label, "batch": batch, "blocks": n, "rows": rows}
 
     def sizes(self) -> dict[str, Any]:
