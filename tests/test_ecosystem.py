@@ -139,7 +139,8 @@ def test_fsdp_per_block_with_stored_transitions() -> None:
 
 def test_fsdp_inside_a_reversible_block_is_refused(tmp_path: Path) -> None:
     """Sharding a part of a reversible block (not the block) is refused with the fix named;
-    one process (world size 1) is enough to see it."""
+    sharding whole blocks composes with chunked recompute and a memory plan. One process
+    (world size 1) is enough to see both."""
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
 
@@ -151,6 +152,25 @@ def test_fsdp_inside_a_reversible_block_is_refused(tmp_path: Path) -> None:
         fully_shard(model)
         with pytest.raises(RuntimeError, match=r"shard whole blocks \(fully_shard\(block\)"):
             model(torch.randn(2, 3, 32, 32)).sum().backward()
+        # and sharded whole blocks with chunked recompute and a plan keeping one block: the
+        # gradients of the unsharded model (the engine's FSDP path accumulates into .grad)
+        mod = load_spec("rev_vit.rev", **SMALL["rev_vit.rev"])
+        torch.manual_seed(0)
+        plain = mod.create_model(num_classes=4).double()
+        torch.manual_seed(0)
+        sharded = mod.create_model(num_classes=4).double()
+        for block in sharded.body.blocks:
+            fully_shard(block)
+        fully_shard(sharded)
+        x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+        for model in (plain, sharded):
+            model.set_recompute_chunks(3)
+            model.set_plan({"body": [True, False] + [True] * (len(model.body.blocks) - 2)})
+            torch.manual_seed(1)
+            model(x).square().sum().backward()
+        for (name, p), q in zip(plain.named_parameters(), sharded.parameters(), strict=True):
+            g = q.grad.full_tensor() if hasattr(q.grad, "full_tensor") else q.grad
+            assert torch.allclose(g, p.grad, rtol=1e-10, atol=1e-12), name
     finally:
         dist.destroy_process_group()
 
