@@ -10,8 +10,6 @@ The mappings are data per source in `revdsl.weights` (slowfast, revbifpn), not c
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +17,16 @@ WRAP = {"slowfast": "model_state"}   # how the official code expects its checkpo
 
 
 def _save(obj: Any, path: Path) -> None:
+    """torch.save through the CLI's atomic writer (no half-written file on any error)."""
+    import io
+
     import torch
 
-    from revdsl.files import UsageError
+    from revdsl.files import write_atomically
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomically(path, buffer.getvalue())
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -43,6 +36,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     check_output(out, [args.spec, args.checkpoint])
+    if args.size:
+        raise UsageError("convert takes no --size: a model's weights do not depend on its input "
+                         "sizes")
     if not Path(args.spec).is_file():
         raise UsageError(f"{args.spec}: no such spec file")
     module = load(args.spec, **parse_sets(args.set))

@@ -82,10 +82,10 @@ def check_output(path: Path, inputs: Sequence[str | Path] = ()) -> None:
         raise UsageError(f"-o {path}: {parent} is not a folder")
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename, so a
-    reader sees the old file or the whole new one. The new file gets the mode an ordinary
-    `open(path, "w")` would (0666 less the umask), or the old file's mode."""
+def write_atomically(path: Path, text: str | bytes) -> None:
+    """Write `text` (or bytes) to `path` through a temporary file in the same folder and a
+    rename, so a reader sees the old file or the whole new one. The new file gets the mode an
+    ordinary `open(path, "w")` would (0666 less the umask), or the old file's mode."""
     check_output(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,8 +93,12 @@ def write_atomically(path: Path, text: str) -> None:
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        if isinstance(text, bytes):
+            with os.fdopen(fd, "wb") as fb:
+                fb.write(text)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
         if path.exists():
             mode = stat.S_IMODE(path.stat().st_mode)
         else:

@@ -233,3 +233,8 @@ def test_convert_command_both_ways(tmp_path: Path, capsys: pytest.CaptureFixture
                  "--from", "slowfast", "-o", str(bad), *sets]) == 1
     assert "cannot read the checkpoint" in capsys.readouterr().err
     assert not bad.exists()
+    # weights do not depend on input sizes: --size is refused rather than ignored
+    assert main(["convert", str(SPECS / "rev_vit.rev"), str(ckpt), "--from", "slowfast",
+                 "-o", str(bad), "--size", "S=32", *sets]) == 1
+    assert "convert takes no --size" in capsys.readouterr().err
+    assert not bad.exists()

@@ -120,21 +120,26 @@ def _parameters_of(model: torch.nn.Module) -> dict[str, Any]:
     return dict(getattr(mod, "PARAMETERS", {}) or {})
 
 
-def _which(model: torch.nn.Module, value: int) -> str:
-    """The compile-time parameters whose value is `value` (to name what differs)."""
-    names = [f"{k}={v}" for k, v in _parameters_of(model).items()
+def _which(model: torch.nn.Module, value: int) -> list[str]:
+    """The compile-time parameters (and num_classes) whose value is `value`, as `name=value`:
+    what a differing size most likely comes from."""
+    found = [f"{k}={v}" for k, v in _parameters_of(model).items()
              if isinstance(v, int) and not isinstance(v, bool) and v == value]
-    args = [f"{k}={getattr(model, k)}" for k in ("num_classes",)
-            if getattr(model, k, None) == value]
-    found = names + args
-    return f" ({', '.join(found)})" if found else ""
+    if getattr(model, "num_classes", None) == value:
+        found.append(f"num_classes={value}")
+    return found
+
+
+def _named(names: list[str]) -> str:
+    return f" ({', '.join(names)})" if names else ""
 
 
 def _check_config(model: torch.nn.Module, lay: Layout, sd: Mapping[str, Any]) -> None:
     theirs, ours = lay.layers(sd), lay.our_layers(model)
     if theirs is not None and theirs != ours:
         raise ConversionError(
-            f"the checkpoint has {theirs} blocks and this model {ours}{_which(model, ours)}: "
+            f"the checkpoint has {theirs} blocks and this model {ours}"
+            f"{_named(_which(model, ours))}: "
             f"compile the spec with the checkpoint's configuration")
 
 
@@ -146,9 +151,9 @@ def _shape_error(link: Link, got: tuple[int, ...], want: tuple[int, ...],
     if len(got) == len(want) and diff:
         g, w = diff[0]
         which = _which(model, w)
-        what = f": {g} in the checkpoint vs {w} here{which}"
+        what = f": {g} in the checkpoint vs {w} here{_named(which)}"
         if which:
-            culprit = f"{which.strip(' ()')} here, {g} in the checkpoint"
+            culprit = f"{', '.join(which)} here, {g} in the checkpoint"
     theirs = link.theirs[0] + (f" (+{len(link.theirs) - 1} stacked)" if len(link.theirs) > 1
                                else "")
     return f"{theirs} {list(got)} does not fit {link.ours} {list(want)}{what}", culprit

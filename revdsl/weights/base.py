@@ -33,6 +33,5 @@ class Layout:
     links: Callable[[torch.nn.Module], list[Link]]
     layers: Callable[[Mapping[str, Any]], int | None]  # how many blocks a checkpoint has
     our_layers: Callable[[torch.nn.Module], int]
-    notes: str = ""
 
 

@@ -54,16 +54,40 @@ def _coupled(block: torch.nn.Module) -> list[Any]:
     return [s for s in getattr(block, "STEPS", ()) if getattr(s, "modules", ())]
 
 
+def _halves_links(prefix: str, k: int, block: torch.nn.Module) -> list[Link]:
+    """A make-layer block: per scale, a chunk into halves (first, second) and two couplings.
+    The reference's `f` reads the first half and updates the second, `g` the other way; which
+    is which follows from the streams, not from the order the spec writes them in."""
+    out: list[Link] = []
+    halves: tuple[str, ...] = ()
+    scale = -1
+    for step in block.STEPS:
+        outputs = getattr(step, "outputs", ())
+        if len(getattr(step, "inputs", ())) == 1 and len(outputs) == 2:  # a chunk: next scale
+            halves, scale = tuple(outputs), scale + 1
+            continue
+        if not getattr(step, "modules", ()):
+            continue
+        first, second = halves or ("", "")
+        if (step.target, tuple(step.reads)) == (second, (first,)):
+            which = "f"
+        elif (step.target, tuple(step.reads)) == (first, (second,)):
+            which = "g"
+        else:
+            raise ConversionError(f"{prefix}: step '{step.fn}' is not a coupling of one "
+                                  "chunk's halves, which the revbifpn layout expects")
+        name = f"rev_stack.{k}.rev_transform_{scale}.{which}.xform_0_1"
+        out += _mbconv(block.get_submodule(step.modules[0]), f"{prefix}.{step.modules[0]}",
+                       name)
+    return out
+
+
 def _block_links(prefix: str, k: int, block: torch.nn.Module) -> list[Link]:
     out: list[Link] = []
     steps = _coupled(block)
     silo = all(re.fullmatch(r"s\d+", s.target) for s in steps)
-    if not silo:  # per-scale RevNet couplings, two per scale: b += F(a), a += G(b)
-        for n, step in enumerate(steps):
-            name = f"rev_stack.{k}.rev_transform_{n // 2}.{'fg'[n % 2]}.xform_0_1"
-            out += _mbconv(block.get_submodule(step.modules[0]), f"{prefix}.{step.modules[0]}",
-                           name)
-        return out
+    if not silo:  # per-scale RevNet couplings on a chunk's halves
+        return _halves_links(prefix, k, block)
     scales = len(block.OUTPUTS)
     for step in steps:
         j = _scale(step.target)
@@ -110,5 +134,4 @@ LAYOUT = Layout(
     links=links,
     layers=layers,
     our_layers=lambda model: len(model.backbone.blocks),
-    notes="RevBiFPN S0 ... S6 release state dicts",
 )

@@ -113,5 +113,4 @@ LAYOUT = Layout(
     links=links,
     layers=layers,
     our_layers=lambda model: len(blocks(model)),
-    notes="SlowFast REV_VIT_S / REV_VIT_B / REV_MVIT_B_16_CONV (`model_state` in a .pyth)",
 )
