@@ -6,6 +6,8 @@ are never chunked."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -59,6 +61,47 @@ def test_only_row_wise_steps_are_chunked() -> None:
     assert _chunked_steps(vit) == ["f_mlp"] * 2  # the MLP half of each block, not attention
     with_dropout = load_spec("rev_vit.rev", **CASES["rev_vit.rev"][0], dropout=0.1)
     assert _chunked_steps(with_dropout.create_model()) == []  # per-element draws
+
+
+BROADCAST = """
+model T
+param dim = 16
+input tok: [B, 8, dim]
+x = linear(tok, out=dim)
+reversible body {
+    streams x1, x2 = dup(x)
+    repeat i in range(2) {
+        x1 += mlp(layernorm(x2)) * mean(x2, dim=1, keepdim=true)
+        x2 += mlp(layernorm(x1))
+    }
+}
+z = concat(x1, x2, dim=-1)
+output z
+"""
+
+
+def test_a_step_that_reads_across_tokens_is_not_chunked(tmp_path: Path) -> None:
+    """An MLP update scaled by the mean over the tokens is not row-wise (each token's update
+    reads every token): it stays in one piece, the plain MLP update beside it is chunked, and
+    the gradients with chunks are plain autograd's."""
+    import revdsl
+
+    spec = tmp_path / "broadcast.rev"
+    spec.write_text(BROADCAST)
+    torch.manual_seed(0)
+    model = revdsl.load(spec).create_model().double()
+    assert [s.chunk for s in type(model.body.blocks[0]).STEPS] == [None, 1]
+    x = torch.randn(3, 8, 16, dtype=torch.float64)
+    got = []
+    for reversible, chunks in ((True, 3), (False, 1)):
+        model.reversible = reversible
+        model.set_recompute_chunks(chunks)
+        model.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        model(xi).square().sum().backward()
+        got.append([xi.grad, *[p.grad for p in model.parameters()]])
+    for a, b in zip(*got, strict=True):
+        assert (a - b).abs().max().item() <= 1e-10 * (1 + b.abs().max().item())
 
 
 def test_chunks_must_be_a_positive_integer() -> None:

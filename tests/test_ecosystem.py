@@ -175,6 +175,20 @@ def test_fsdp_inside_a_reversible_block_is_refused(tmp_path: Path) -> None:
         dist.destroy_process_group()
 
 
+def test_fsdp_without_a_post_backward_is_refused() -> None:
+    """If FSDP2's per-group post-backward is not there (another torch version), a sharded
+    reversible block's backward stops with an error instead of leaving its gradients
+    unreduced (one rank's gradients, silently)."""
+    from revdsl.runtime.hooks import _fsdp_backward_done
+
+    class Unknown(torch.nn.Module):
+        def _get_fsdp_state(self) -> object:
+            return object()
+
+    with pytest.raises(RuntimeError, match="no per-group post-backward"):
+        _fsdp_backward_done(Unknown())
+
+
 def test_ddp_with_stored_transitions() -> None:
     out = _run_example("--spec", "specs/rev_mvit.rev", "--set", "image=32", "--set", "dim=8",
                        "--set", "kv_stride=2", "--set", "transitions=[1, 3]", "--set",
