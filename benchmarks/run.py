@@ -263,6 +263,7 @@ class Suite:
         import torch
 
         import revdsl
+        from revdsl.bench import step_times
 
         kw = self.vit(**{**WIDTHS["S"], "depth": 6}) if self.quick else {"depth": 6}
         batch = 2 if self.quick else 4
@@ -281,10 +282,6 @@ class Suite:
                             child.compile()
             return torch.compile(model) if whole else model
 
-        def step(model: Any) -> None:
-            model.zero_grad(set_to_none=True)
-            model(x).sum().backward()
-
         variants = {"reversible eager": (True, False, False),
                     "reversible, layers compiled": (True, True, False),
                     "baseline eager": (False, False, False),
@@ -292,19 +289,12 @@ class Suite:
         models, first = {}, {}
         for name, args in variants.items():
             models[name] = build(*args)
-            t = time.perf_counter()
-            step(models[name])
-            first[name] = time.perf_counter() - t
+            first[name] = step_times(models[name], [x], steps=1, warmup=0)[0]  # compiles
         times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(max(self.repeats, 2)):
             for name, model in models.items():
-                step(model)
-                samples = []
-                for _ in range(self.steps):
-                    t = time.perf_counter()
-                    step(model)
-                    samples.append(time.perf_counter() - t)
-                times[name].append(statistics.median(samples))
+                times[name].append(statistics.median(
+                    step_times(model, [x], steps=self.steps, warmup=1)))
         best = {name: min(v) for name, v in times.items()}
         gain_rev = best["reversible eager"] / best["reversible, layers compiled"]
         gain_base = best["baseline eager"] / best["baseline compiled"]
