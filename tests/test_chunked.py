@@ -104,6 +104,48 @@ def test_a_step_that_reads_across_tokens_is_not_chunked(tmp_path: Path) -> None:
         assert (a - b).abs().max().item() <= 1e-10 * (1 + b.abs().max().item())
 
 
+AFFINE = """
+model A
+param dim = 16
+input tok: [B, 8, dim]
+x = linear(tok, out=dim)
+reversible body {
+    streams x1, x2 = dup(x)
+    repeat i in range(2) {
+        x1 = x1 * exp(tanh(linear(x2, out=dim))) + mlp(layernorm(x2))
+        x2 += drop_path(mlp(layernorm(x1)), rate=0.3)
+    }
+}
+z = concat(x1, x2, dim=-1)
+output z
+"""
+
+
+def test_an_affine_row_wise_step_is_chunked_too(tmp_path: Path) -> None:
+    """A non-additive update (x1 * exp(s) + t: the backward needs the update's own graph) is
+    chunked as well, beside an additive one with drop-path; gradients are plain autograd's."""
+    import revdsl
+
+    spec = tmp_path / "affine.rev"
+    spec.write_text(AFFINE)
+    torch.manual_seed(0)
+    model = revdsl.load(spec).create_model().double().train()
+    steps = type(model.body.blocks[0]).STEPS
+    assert [(s.chunk, s.delta is None) for s in steps] == [(1, True), (1, False)]
+    x = torch.randn(3, 8, 16, dtype=torch.float64)
+    got = []
+    for reversible, chunks in ((True, 3), (False, 1)):
+        model.reversible = reversible
+        model.set_recompute_chunks(chunks)
+        model.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        torch.manual_seed(5)
+        model(xi).square().sum().backward()
+        got.append([xi.grad, *[p.grad for p in model.parameters()]])
+    for a, b in zip(*got, strict=True):
+        assert (a - b).abs().max().item() <= 1e-10 * (1 + b.abs().max().item())
+
+
 def test_chunks_must_be_a_positive_integer() -> None:
     model = load_spec("rev_vit.rev", **CASES["rev_vit.rev"][0]).create_model()
     for bad in (0, -1, 2.5, True):
