@@ -76,11 +76,17 @@ def _fsdp_backward_done(block: nn.Module) -> None:
     """FSDP2's post-backward for a block whose backward the engine ran: reduce-scatter the
     gradients left on its gathered parameters, then free them (torch 2.6+ keeps its parameter
     groups on the module's FSDP state)."""
-    state = block._get_fsdp_state()  # type: ignore[operator]
+    state = getattr(block, "_get_fsdp_state", lambda: None)()
     groups = getattr(state, "_fsdp_param_groups", None)
-    if groups is None:
-        one = getattr(state, "_fsdp_param_group", None)
-        groups = [one] if one is not None else []
+    if groups is None and getattr(state, "_fsdp_param_group", None) is not None:
+        groups = [state._fsdp_param_group]
+    if groups is None or not all(hasattr(g, "post_backward") for g in groups):
+        # without its post-backward the gradients would stay unreduced on the gathered
+        # parameters: refuse rather than train on one rank's gradients
+        raise RuntimeError(
+            f"fully_shard on reversible block {type(block).__name__}: this torch's FSDP2 has "
+            "no per-group post-backward the reversible engine can call (tested with torch "
+            "2.13); shard the whole model (fully_shard(model)) instead")
     for group in groups:
         group.post_backward()
 
