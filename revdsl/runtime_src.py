@@ -15,8 +15,8 @@ from importlib import resources
 
 # In dependency order: a later file may use an earlier one's definitions.
 RUNTIME_FILES = (
-    "hooks.py", "engine.py", "blocks.py", "checks.py", "stored.py", "controls.py", "layers.py",
-    "mvit.py", "retention.py", "supervit.py", "bifpn.py", "swin.py",
+    "hooks.py", "buffers.py", "engine.py", "blocks.py", "checks.py", "stored.py", "controls.py",
+    "layers.py", "mvit.py", "retention.py", "supervit.py", "bifpn.py", "swin.py",
 )
 
 

@@ -35,6 +35,22 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from revdsl.runtime.buffers import (
+    _accumulate,
+    _add_into,
+    _alone,
+    _atoms,
+    _call_fn,
+    _couple_in_chunks,
+    _current,
+    _finite,
+    _free,
+    _handed,
+    _into,
+    _ptr,
+    _Saved,
+    _step_params,
+)
 from revdsl.runtime.hooks import (
     _as_in_forward,
     _autocast_state,
@@ -125,30 +141,6 @@ def _draws_random(block: nn.Module, step: Any) -> bool:
     return False
 
 
-def _atoms(value: Any) -> tuple[torch.Tensor, ...]:
-    return value if isinstance(value, tuple) else (value,)
-
-
-def _call_fn(block: nn.Module, step: Any, reads: list[torch.Tensor],
-             options: dict[str, Any]) -> tuple[torch.Tensor, ...]:
-    """The step's opaque functions (none when the update is a formula of the stream alone)."""
-    if not step.fn:
-        return ()
-    return _atoms(getattr(block, step.fn)(*reads, **options))
-
-
-def _finite(t: torch.Tensor) -> torch.Tensor:
-    """Whether every value is finite, as a 0-d tensor (read once per segment): NaN and inf
-    propagate through the largest magnitude, one reduction (isfinite().all() is three)."""
-    return torch.isfinite(t.abs().amax()) if t.numel() else torch.ones((), dtype=torch.bool)
-
-
-def _step_params(block: nn.Module, step: Any) -> list[nn.Parameter]:
-    return [
-        p for name in step.modules for p in getattr(block, name).parameters() if p.requires_grad
-    ]
-
-
 def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[str, Any],
               rng: list[Any] | None) -> dict[str, torch.Tensor]:
     """Run one block's STEPS forward on `state` (stream name -> tensor). Before each step that
@@ -181,11 +173,6 @@ def undo_order(block: nn.Module) -> Any:
     return getattr(block, "UNDO", None) or range(len(block.STEPS) - 1, -1, -1)
 
 
-def _current(key: str) -> str:
-    # when a step reading an earlier value ("b@0") is undone, b holds that value again
-    return key.partition("@")[0]
-
-
 def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
           options: dict[str, Any]) -> None:
     """Undo one step on `state` (no gradient involved)."""
@@ -201,33 +188,11 @@ def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
         state.pop(step.target)
 
 
-def _accumulate(slots: list[Any], index: dict[int, int] | None, params: list[nn.Parameter],
-                grads: tuple[Any, ...]) -> None:
-    """Sum parameter gradients into the Function's slots; `index` None (an FSDP-sharded block):
-    onto the gathered parameters' .grad, which FSDP reduce-scatters."""
-    for p, g in zip(params, grads, strict=True):
-        if g is None:
-            continue
-        if index is None:
-            p.grad = g if p.grad is None else p.grad + g
-            continue
-        i = index[id(p)]
-        slots[i] = g if slots[i] is None else slots[i] + g
-
-
-def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b
-
-
 def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                    grads: dict[str, torch.Tensor | None], options: dict[str, Any],
                    rng: list[Any], index: dict[int, int] | None, slots: list[Any],
                    checks: list[Any] | None = None, chunks: int = 1,
-                   every: list[nn.Parameter] | None = None) -> None:
+                   every: list[nn.Parameter] | None = None, own: set[int] | None = None) -> None:
     """Undo one block in place on `state`/`grads`: rebuild its inputs and backpropagate.
 
     Each step's functions are recomputed once; with grad enabled the same values serve the
@@ -235,6 +200,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
     gradient flows here" (as in plain autograd): such a step is only inverted, without a graph.
        `checks` collects, per undone update, whether the rebuilt value is finite (one small tensor
     each, read once per segment), so a vanishing scale is reported instead of returning NaN.
+       `own`: the storages handed over by the block undone before, which may be written (see
+    buffers.py): rebuilt streams go into their outputs' buffers, gradients are summed in place.
     """
     saved = dict(rng)
     for k in undo_order(block):
@@ -260,7 +227,7 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         if chunks > 1 and getattr(step, "chunk", None) is not None and \
                 grads[step.target] is not None:
             _couple_in_chunks(block, k, step, state, grads, options, index, slots, checks,
-                              chunks, replay, every)
+                              chunks, replay, every, own)
             continue
         dy = grads.pop(step.target)
         if dy is None:
@@ -275,20 +242,21 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         reads = [state[_current(r)].detach().requires_grad_(True) for r in step.reads]
         # the block's parameters (unused ones get None): no module walk per step
         params = every if every is not None else _step_params(block, step)
-        with torch.enable_grad():
+        with torch.enable_grad(), _Saved() as kept:
             atoms = _call_fn(block, step, reads, options)
         if isinstance(step, Couple):
             y = state[step.target]
             with torch.no_grad():
-                x = step.inverse(y, *[a.detach() for a in atoms])
+                x = _into(y, step.inverse(y, *[a.detach() for a in atoms]), own, state, grads)
                 if checks is not None:
                     checks.append((k, step, _finite(x)))
             del y
             if step.delta is not None:
-                with torch.enable_grad():
+                with torch.enable_grad(), kept:
                     out = step.delta(*atoms)
                     if out.shape != dy.shape:  # a broadcast update (`a += mean(b, keepdim)`)
                         out = out.expand(dy.shape)
+                _free(out, kept, state, grads)  # the inverse has used it: only its graph is left
                 inputs = [*reads, *params]
                 dx: torch.Tensor | None = dy
             else:
@@ -314,68 +282,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                    if out.requires_grad else (None,) * len(inputs))
             del out, atoms
         for name, g in zip(step.reads, got[: len(reads)], strict=True):
-            grads[_current(name)] = _add(grads[_current(name)], g)
+            _add_into(grads, _current(name), g, own, state, dy)
         _accumulate(slots, index, params, got[len(reads):])
-
-
-def _couple_in_chunks(block: nn.Module, k: int, step: Couple, state: dict[str, torch.Tensor],
-                      grads: dict[str, Any], options: dict[str, Any], index: Any,
-                      slots: list[Any], checks: list[Any] | None, n: int, replay: Any,
-                      every: list[nn.Parameter] | None) -> None:
-    """Undo and backpropagate a row-wise step (each token's update depends on that token alone)
-    in `n` chunks of tokens: the same result as in one piece, with the working set of one chunk
-    (an MLP's hidden activations, say). The generator state is restored before every chunk, so
-    a per-sample draw (drop-path) is the same for all of them."""
-    d = step.chunk
-    assert d is not None
-    y, dy = state[step.target], grads.pop(step.target)
-    reads_all = [state[_current(r)] for r in step.reads]
-    params = every if every is not None else _step_params(block, step)
-    parts = [t.tensor_split(n, d) for t in (y, dy, *reads_all)]
-    # results are written into whole tensors chunk by chunk (no second copy to concatenate)
-    x_all = torch.empty_like(y)
-    dx_all = dy if step.delta is not None else torch.zeros_like(y)  # an additive step passes dy
-    dreads = [torch.zeros_like(r) for r in reads_all]
-    acc: list[Any] = [None] * len(params)
-    start = 0
-    for piece in zip(*parts, strict=True):
-        if replay is not None:
-            _set_rng_state(y.device, replay)
-        yc, dyc, size = piece[0], piece[1], piece[0].shape[d]
-        reads = [r.detach().requires_grad_(True) for r in piece[2:]]
-        with torch.enable_grad():
-            atoms = _call_fn(block, step, reads, options)
-            with torch.no_grad():
-                x = step.inverse(yc, *[a.detach() for a in atoms])
-            if step.delta is not None:
-                out, inputs = step.delta(*atoms), [*reads, *params]
-            else:
-                x = x.detach().requires_grad_(True)
-                out, inputs = step.forward(x, *atoms), [x, *reads, *params]
-        got = (torch.autograd.grad(out, inputs, dyc, allow_unused=True)
-               if out.requires_grad else (None,) * len(inputs))
-        del out, atoms
-        dx = dyc if step.delta is not None else got[0]
-        got = got if step.delta is not None else got[1:]
-        x_all.narrow(d, start, size).copy_(x.detach())
-        if dx is not None and step.delta is None:
-            dx_all.narrow(d, start, size).copy_(dx)
-        for whole, g in zip(dreads, got[: len(reads)], strict=True):
-            if g is not None:
-                whole.narrow(d, start, size).copy_(g)
-        for j, g in enumerate(got[len(reads):]):  # summed in place: one set of buffers
-            if g is not None and acc[j] is None:
-                shared = g.untyped_storage().data_ptr() == dyc.untyped_storage().data_ptr()
-                acc[j] = g.clone() if shared else g
-            elif g is not None:
-                acc[j].add_(g)
-        start += size
-    _accumulate(slots, index, params, tuple(acc))
-    state[step.target], grads[step.target] = x_all, dx_all
-    if checks is not None:
-        checks.append((k, step, _finite(x_all)))
-    for name, whole in zip(step.reads, dreads, strict=True):
-        grads[_current(name)] = _add(grads[_current(name)], whole)
 
 
 def _backward_bijection(block: nn.Module, step: Bijection, state: dict[str, torch.Tensor],
@@ -442,7 +350,14 @@ class _Block(torch.autograd.Function):
         m = len(block.OUTPUTS)
         values = grads[m:]
         assert all(v is not None for v in values), "a reversible block got no outputs to undo"
+        # what the block undone before handed over may be written (buffers.py), and outputs
+        # no one else holds any more, except the gradients a hook of this block sees
+        hooked = bool(block._backward_pre_hooks or block._backward_hooks)
+        own, call.owned = call.owned, set()
+        own = own | {_ptr(v) for v in values if _ptr(v) not in own and _alone(v)}
         state = {k: v.detach() for k, v in zip(block.OUTPUTS, values, strict=True)}
+        if hooked:
+            own = own - {_ptr(g) for g in grads[:m] if g is not None}
         gout = _backward_pre_hooks(block, tuple(grads[:m]))
         dstate: dict[str, torch.Tensor | None] = dict(zip(block.OUTPUTS, gout, strict=True))
         params = ctx.params
@@ -464,7 +379,8 @@ class _Block(torch.autograd.Function):
             device.type, dtype=dtype, enabled=enabled, cache_enabled=cache
         ):
             backward_block(block, state, dstate, ctx.options, rng, index, slots, checks,
-                           call.segment.recompute_chunks, None if ctx.fsdp else list(params))
+                           call.segment.recompute_chunks, None if ctx.fsdp else list(params),
+                           own)
         if ctx.fsdp:
             _fsdp_backward_done(block)
         call.checks.append((ctx.i, block, checks))
@@ -478,6 +394,8 @@ class _Block(torch.autograd.Function):
             state[k] if ctx.needs_input_grad[5 + n + i] else None
             for i, k in enumerate(block.INPUTS)
         )
+        if ctx.i > 0:
+            call.owned = _handed(own, grads, rebuilt if hooked else (*rebuilt, *din))
         return (None, None, None, None, None, *din, *rebuilt, *slots)
 
 

@@ -123,6 +123,7 @@ class _Call:
         self.kept = kept
         self.checks: list[Any] = []
         self.blocks: list[nn.Module] = []  # the chain's blocks (to prefetch the next undone)
+        self.owned: set[int] = set()  # storages handed to the block undone next (buffers.py)
 
     def finish(self, rebuilt: dict[str, torch.Tensor]) -> None:
         flags = [f for _, _, steps in self.checks for _, _, f in steps]

@@ -128,6 +128,7 @@ class _Call:
         self.kept = kept
         self.checks: list[Any] = []
         self.blocks: list[nn.Module] = []  # the chain's blocks (to prefetch the next undone)
+        self.owned: set[int] = set()  # storages handed to the block undone next (buffers.py)
 
     def finish(self, rebuilt: dict[str, torch.Tensor]) -> None:
         flags = [f for _, _, steps in self.checks for _, _, f in steps]
@@ -258,6 +259,246 @@ def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
         getattr(torch, device.type).set_rng_state(state, device)
 
 
+def _finite(t: torch.Tensor) -> torch.Tensor:
+    """Whether every value is finite, as a 0-d tensor (read once per segment): NaN and inf
+    propagate through the largest magnitude, one reduction (isfinite().all() is three)."""
+    return torch.isfinite(t.abs().amax()) if t.numel() else torch.ones((), dtype=torch.bool)
+
+
+def _accumulate(slots: list[Any], index: dict[int, int] | None, params: list[nn.Parameter],
+                grads: tuple[Any, ...]) -> None:
+    """Sum parameter gradients into the Function's slots; `index` None (an FSDP-sharded block):
+    onto the gathered parameters' .grad, which FSDP reduce-scatters."""
+    for p, g in zip(params, grads, strict=True):
+        if g is None:
+            continue
+        if index is None:
+            p.grad = g if p.grad is None else p.grad + g
+            continue
+        i = index[id(p)]
+        slots[i] = g if slots[i] is None else slots[i] + g
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def _ptr(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def _sole(t: torch.Tensor | None, own: set[int] | None, *tables: dict[str, Any]) -> bool:
+    """Whether the engine may write into `t`: its storage was handed over (is in `own`), it is
+    not a view, and no other entry of `tables` (the block's values and gradients) shares it."""
+    if t is None or not own or t._is_view():
+        return False
+    p = _ptr(t)
+    if p not in own:
+        return False
+    return not any(
+        v is not None and v is not t and _ptr(v) == p for table in tables for v in table.values()
+    )
+
+
+def _add_into(grads: dict[str, Any], name: str, g: torch.Tensor | None, own: set[int] | None,
+              state: dict[str, Any], dy: torch.Tensor | None) -> None:
+    """grads[name] += g: in place when the engine holds that buffer alone, or else into g when
+    g is a fresh gradient (not a view, not the incoming `dy` or any live entry); otherwise a new
+    sum (a broadcast update's gradient, autocast's mixed dtypes)."""
+    a = grads[name]
+    if a is None or g is None or a.shape != g.shape or a.dtype != g.dtype:
+        grads[name] = _add(a, g)
+    elif _sole(a, own, grads, state):
+        a.add_(g)
+    elif not g._is_view() and (dy is None or _ptr(g) != _ptr(dy)) and not any(
+            v is not None and _ptr(v) == _ptr(g) for t in (grads, state) for v in t.values()):
+        grads[name] = g.add_(a)
+    else:
+        grads[name] = a + g
+
+
+def _into(y: torch.Tensor, x: torch.Tensor, own: set[int] | None,
+          *tables: dict[str, Any]) -> torch.Tensor:
+    """x, stored in y's buffer when the engine holds y alone (y is not needed any more)."""
+    if x.shape == y.shape and x.dtype == y.dtype and _sole(y, own, *tables):
+        return y.copy_(x)
+    return x
+
+
+def _handed(own: set[int], incoming: tuple[Any, ...], outgoing: tuple[Any, ...]) -> set[int]:
+    """The storages a block's backward hands to the block before it as its own: each outgoing
+    tensor that is not a view, appears once, and was made by the engine (in this block, or
+    handed to it); whatever came from outside (a segment's outputs, a gradient from the loss)
+    stays foreign however often it is passed on."""
+    foreign = {_ptr(t) for t in incoming if t is not None} - own
+    seen: dict[int, int] = {}
+    for t in outgoing:
+        if t is not None:
+            seen[_ptr(t)] = seen.get(_ptr(t), 0) + (2 if t._is_view() else 1)
+    return {p for p, n in seen.items() if n == 1 and p not in foreign}
+
+
+def _alone(t: torch.Tensor) -> bool:
+    """Whether `t` is the only tensor on its storage (the temporary storage object asked adds
+    one): then nothing outside the engine can read it. A segment's last block uses it for its
+    outputs, whose buffers are free once whoever used them downstream has done its backward."""
+    try:
+        return not t._is_view() and torch._C._storage_Use_Count(t.untyped_storage()._cdata) == 2
+    except (AttributeError, RuntimeError):  # another torch: never written
+        return False
+
+
+class _Saved:
+    """Records the storages the recompute saves for its backward (a saved-tensors hook that
+    keeps every tensor as it is), so that the update's value, once the inverse has used it, can
+    be freed before its backward runs when nothing saved shares its buffer. Off (`ptrs` None)
+    when the user has saved-tensors hooks of their own (offloading, say): theirs apply."""
+
+    def __init__(self) -> None:
+        hooks = torch._C._autograd
+        self.ptrs: set[int] | None = None
+        if hooks._top_saved_tensors_default_hooks(False) is None and \
+                hooks._saved_tensors_hooks_is_enabled():
+            self.ptrs = set()
+
+    def __enter__(self) -> _Saved:
+        if self.ptrs is not None:
+            torch._C._autograd._push_saved_tensors_default_hooks(self._pack, _unpack)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.ptrs is not None:
+            torch._C._autograd._pop_saved_tensors_default_hooks()
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        self.ptrs.add(_ptr(t))  # type: ignore[union-attr]
+        return t
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def _free(out: torch.Tensor, saved: _Saved, *tables: dict[str, Any]) -> None:
+    """Free the storage of an additive update's value (F(x2) of `x1 += F(x2)`) once the
+    inverse has used it: its backward needs only the graph, unless a node saved that buffer, a
+    live stream or gradient shares it, it views a leaf (a parameter, a read), or a Python
+    autograd Function in the graph might keep it on its ctx."""
+    if saved.ptrs is None or out.grad_fn is None:
+        return
+    if out._is_view() and (out._base is None or out._base.grad_fn is None):
+        return
+    p = _ptr(out)
+    if p in saved.ptrs or any(v is not None and _ptr(v) == p for t in tables for v in t.values()):
+        return
+    seen, todo = set(), [out.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            return
+        todo.extend(n for n, _ in node.next_functions)
+    out.untyped_storage().resize_(0)
+
+
+def _atoms(value: Any) -> tuple[torch.Tensor, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _call_fn(block: nn.Module, step: Any, reads: list[torch.Tensor],
+             options: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """The step's opaque functions (none when the update is a formula of the stream alone)."""
+    if not step.fn:
+        return ()
+    return _atoms(getattr(block, step.fn)(*reads, **options))
+
+
+def _step_params(block: nn.Module, step: Any) -> list[nn.Parameter]:
+    return [
+        p for name in step.modules for p in getattr(block, name).parameters() if p.requires_grad
+    ]
+
+
+def _current(key: str) -> str:
+    # when a step reading an earlier value ("b@0") is undone, b holds that value again
+    return key.partition("@")[0]
+
+
+def _couple_in_chunks(block: nn.Module, k: int, step: Any, state: dict[str, torch.Tensor],
+                      grads: dict[str, Any], options: dict[str, Any], index: Any,
+                      slots: list[Any], checks: list[Any] | None, n: int, replay: Any,
+                      every: list[nn.Parameter] | None, own: set[int] | None) -> None:
+    """Undo and backpropagate a row-wise step (each token's update depends on that token alone)
+    in `n` chunks of tokens: the same result as in one piece, with the working set of one chunk
+    (an MLP's hidden activations, say). The generator state is restored before every chunk, so
+    a per-sample draw (drop-path) is the same for all of them."""
+    d = step.chunk
+    assert d is not None
+    y, dy = state[step.target], grads.pop(step.target)
+    reads_all = [state[_current(r)] for r in step.reads]
+    params = every if every is not None else _step_params(block, step)
+    parts = [t.tensor_split(n, d) for t in (y, dy, *reads_all)]
+    # results are written into whole tensors chunk by chunk (no second copy to concatenate):
+    # into y and dy themselves when the engine holds them alone (chunk c is read before written)
+    x_all = y if _sole(y, own, state, grads) else torch.empty_like(y)
+    dx_all = dy if step.delta is not None or _sole(dy, own, state, grads) else \
+        torch.zeros_like(y)  # an additive step passes dy on
+    dreads = [g if g is not None and g.shape == r.shape and g.dtype == r.dtype and
+              _sole(g, own, grads, state) else torch.zeros_like(r)
+              for r, g in ((r, grads[_current(n)]) for r, n in zip(reads_all, step.reads))]
+    acc: list[Any] = [None] * len(params)
+    start = 0
+    for piece in zip(*parts, strict=True):
+        if replay is not None:
+            _set_rng_state(y.device, replay)
+        yc, dyc, size = piece[0], piece[1], piece[0].shape[d]
+        reads = [r.detach().requires_grad_(True) for r in piece[2:]]
+        with torch.enable_grad():
+            atoms = _call_fn(block, step, reads, options)
+            with torch.no_grad():
+                x = step.inverse(yc, *[a.detach() for a in atoms])
+            if step.delta is not None:
+                out, inputs = step.delta(*atoms), [*reads, *params]
+            else:
+                x = x.detach().requires_grad_(True)
+                out, inputs = step.forward(x, *atoms), [x, *reads, *params]
+        got = (torch.autograd.grad(out, inputs, dyc, allow_unused=True)
+               if out.requires_grad else (None,) * len(inputs))
+        del out, atoms
+        dx = dyc if step.delta is not None else got[0]
+        got = got if step.delta is not None else got[1:]
+        x_all.narrow(d, start, size).copy_(x.detach())
+        if dx is not None and step.delta is None:
+            dx_all.narrow(d, start, size).copy_(dx)
+        elif step.delta is None and dx_all is dy:
+            dx_all.narrow(d, start, size).zero_()
+        for name, whole, g in zip(step.reads, dreads, got[: len(reads)], strict=True):
+            if g is not None and whole is grads[_current(name)]:  # summed in place
+                whole.narrow(d, start, size).add_(g)
+            elif g is not None:
+                whole.narrow(d, start, size).copy_(g)
+        for j, g in enumerate(got[len(reads):]):  # summed in place: one set of buffers
+            if g is not None and acc[j] is None:
+                shared = g.untyped_storage().data_ptr() == dyc.untyped_storage().data_ptr()
+                acc[j] = g.clone() if shared else g
+            elif g is not None:
+                acc[j].add_(g)
+        start += size
+    _accumulate(slots, index, params, tuple(acc))
+    state[step.target], grads[step.target] = x_all, dx_all
+    if checks is not None:
+        checks.append((k, step, _finite(x_all)))
+    for name, whole in zip(step.reads, dreads, strict=True):
+        if whole is not grads[_current(name)]:
+            _add_into(grads, _current(name), whole, own, state, dy)
+
+
 class Couple(NamedTuple):
     target: str
     reads: tuple[str, ...]
@@ -315,30 +556,6 @@ def _draws_random(block: nn.Module, step: Any) -> bool:
     return False
 
 
-def _atoms(value: Any) -> tuple[torch.Tensor, ...]:
-    return value if isinstance(value, tuple) else (value,)
-
-
-def _call_fn(block: nn.Module, step: Any, reads: list[torch.Tensor],
-             options: dict[str, Any]) -> tuple[torch.Tensor, ...]:
-    """The step's opaque functions (none when the update is a formula of the stream alone)."""
-    if not step.fn:
-        return ()
-    return _atoms(getattr(block, step.fn)(*reads, **options))
-
-
-def _finite(t: torch.Tensor) -> torch.Tensor:
-    """Whether every value is finite, as a 0-d tensor (read once per segment): NaN and inf
-    propagate through the largest magnitude, one reduction (isfinite().all() is three)."""
-    return torch.isfinite(t.abs().amax()) if t.numel() else torch.ones((), dtype=torch.bool)
-
-
-def _step_params(block: nn.Module, step: Any) -> list[nn.Parameter]:
-    return [
-        p for name in step.modules for p in getattr(block, name).parameters() if p.requires_grad
-    ]
-
-
 def run_block(block: nn.Module, state: dict[str, torch.Tensor], options: dict[str, Any],
               rng: list[Any] | None) -> dict[str, torch.Tensor]:
     """Run one block's STEPS forward on `state` (stream name -> tensor). Before each step that
@@ -371,11 +588,6 @@ def undo_order(block: nn.Module) -> Any:
     return getattr(block, "UNDO", None) or range(len(block.STEPS) - 1, -1, -1)
 
 
-def _current(key: str) -> str:
-    # when a step reading an earlier value ("b@0") is undone, b holds that value again
-    return key.partition("@")[0]
-
-
 def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
           options: dict[str, Any]) -> None:
     """Undo one step on `state` (no gradient involved)."""
@@ -391,33 +603,11 @@ def _undo(block: nn.Module, step: Any, state: dict[str, torch.Tensor],
         state.pop(step.target)
 
 
-def _accumulate(slots: list[Any], index: dict[int, int] | None, params: list[nn.Parameter],
-                grads: tuple[Any, ...]) -> None:
-    """Sum parameter gradients into the Function's slots; `index` None (an FSDP-sharded block):
-    onto the gathered parameters' .grad, which FSDP reduce-scatters."""
-    for p, g in zip(params, grads, strict=True):
-        if g is None:
-            continue
-        if index is None:
-            p.grad = g if p.grad is None else p.grad + g
-            continue
-        i = index[id(p)]
-        slots[i] = g if slots[i] is None else slots[i] + g
-
-
-def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b
-
-
 def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                    grads: dict[str, torch.Tensor | None], options: dict[str, Any],
                    rng: list[Any], index: dict[int, int] | None, slots: list[Any],
                    checks: list[Any] | None = None, chunks: int = 1,
-                   every: list[nn.Parameter] | None = None) -> None:
+                   every: list[nn.Parameter] | None = None, own: set[int] | None = None) -> None:
     """Undo one block in place on `state`/`grads`: rebuild its inputs and backpropagate.
 
     Each step's functions are recomputed once; with grad enabled the same values serve the
@@ -425,6 +615,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
     gradient flows here" (as in plain autograd): such a step is only inverted, without a graph.
        `checks` collects, per undone update, whether the rebuilt value is finite (one small tensor
     each, read once per segment), so a vanishing scale is reported instead of returning NaN.
+       `own`: the storages handed over by the block undone before, which may be written (see
+    buffers.py): rebuilt streams go into their outputs' buffers, gradients are summed in place.
     """
     saved = dict(rng)
     for k in undo_order(block):
@@ -450,7 +642,7 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         if chunks > 1 and getattr(step, "chunk", None) is not None and \
                 grads[step.target] is not None:
             _couple_in_chunks(block, k, step, state, grads, options, index, slots, checks,
-                              chunks, replay, every)
+                              chunks, replay, every, own)
             continue
         dy = grads.pop(step.target)
         if dy is None:
@@ -465,20 +657,21 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         reads = [state[_current(r)].detach().requires_grad_(True) for r in step.reads]
         # the block's parameters (unused ones get None): no module walk per step
         params = every if every is not None else _step_params(block, step)
-        with torch.enable_grad():
+        with torch.enable_grad(), _Saved() as kept:
             atoms = _call_fn(block, step, reads, options)
         if isinstance(step, Couple):
             y = state[step.target]
             with torch.no_grad():
-                x = step.inverse(y, *[a.detach() for a in atoms])
+                x = _into(y, step.inverse(y, *[a.detach() for a in atoms]), own, state, grads)
                 if checks is not None:
                     checks.append((k, step, _finite(x)))
             del y
             if step.delta is not None:
-                with torch.enable_grad():
+                with torch.enable_grad(), kept:
                     out = step.delta(*atoms)
                     if out.shape != dy.shape:  # a broadcast update (`a += mean(b, keepdim)`)
                         out = out.expand(dy.shape)
+                _free(out, kept, state, grads)  # the inverse has used it: only its graph is left
                 inputs = [*reads, *params]
                 dx: torch.Tensor | None = dy
             else:
@@ -504,68 +697,8 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                    if out.requires_grad else (None,) * len(inputs))
             del out, atoms
         for name, g in zip(step.reads, got[: len(reads)], strict=True):
-            grads[_current(name)] = _add(grads[_current(name)], g)
+            _add_into(grads, _current(name), g, own, state, dy)
         _accumulate(slots, index, params, got[len(reads):])
-
-
-def _couple_in_chunks(block: nn.Module, k: int, step: Couple, state: dict[str, torch.Tensor],
-                      grads: dict[str, Any], options: dict[str, Any], index: Any,
-                      slots: list[Any], checks: list[Any] | None, n: int, replay: Any,
-                      every: list[nn.Parameter] | None) -> None:
-    """Undo and backpropagate a row-wise step (each token's update depends on that token alone)
-    in `n` chunks of tokens: the same result as in one piece, with the working set of one chunk
-    (an MLP's hidden activations, say). The generator state is restored before every chunk, so
-    a per-sample draw (drop-path) is the same for all of them."""
-    d = step.chunk
-    assert d is not None
-    y, dy = state[step.target], grads.pop(step.target)
-    reads_all = [state[_current(r)] for r in step.reads]
-    params = every if every is not None else _step_params(block, step)
-    parts = [t.tensor_split(n, d) for t in (y, dy, *reads_all)]
-    # results are written into whole tensors chunk by chunk (no second copy to concatenate)
-    x_all = torch.empty_like(y)
-    dx_all = dy if step.delta is not None else torch.zeros_like(y)  # an additive step passes dy
-    dreads = [torch.zeros_like(r) for r in reads_all]
-    acc: list[Any] = [None] * len(params)
-    start = 0
-    for piece in zip(*parts, strict=True):
-        if replay is not None:
-            _set_rng_state(y.device, replay)
-        yc, dyc, size = piece[0], piece[1], piece[0].shape[d]
-        reads = [r.detach().requires_grad_(True) for r in piece[2:]]
-        with torch.enable_grad():
-            atoms = _call_fn(block, step, reads, options)
-            with torch.no_grad():
-                x = step.inverse(yc, *[a.detach() for a in atoms])
-            if step.delta is not None:
-                out, inputs = step.delta(*atoms), [*reads, *params]
-            else:
-                x = x.detach().requires_grad_(True)
-                out, inputs = step.forward(x, *atoms), [x, *reads, *params]
-        got = (torch.autograd.grad(out, inputs, dyc, allow_unused=True)
-               if out.requires_grad else (None,) * len(inputs))
-        del out, atoms
-        dx = dyc if step.delta is not None else got[0]
-        got = got if step.delta is not None else got[1:]
-        x_all.narrow(d, start, size).copy_(x.detach())
-        if dx is not None and step.delta is None:
-            dx_all.narrow(d, start, size).copy_(dx)
-        for whole, g in zip(dreads, got[: len(reads)], strict=True):
-            if g is not None:
-                whole.narrow(d, start, size).copy_(g)
-        for j, g in enumerate(got[len(reads):]):  # summed in place: one set of buffers
-            if g is not None and acc[j] is None:
-                shared = g.untyped_storage().data_ptr() == dyc.untyped_storage().data_ptr()
-                acc[j] = g.clone() if shared else g
-            elif g is not None:
-                acc[j].add_(g)
-        start += size
-    _accumulate(slots, index, params, tuple(acc))
-    state[step.target], grads[step.target] = x_all, dx_all
-    if checks is not None:
-        checks.append((k, step, _finite(x_all)))
-    for name, whole in zip(step.reads, dreads, strict=True):
-        grads[_current(name)] = _add(grads[_current(name)], whole)
 
 
 def _backward_bijection(block: nn.Module, step: Bijection, state: dict[str, torch.Tensor],
@@ -632,7 +765,14 @@ class _Block(torch.autograd.Function):
         m = len(block.OUTPUTS)
         values = grads[m:]
         assert all(v is not None for v in values), "a reversible block got no outputs to undo"
+        # what the block undone before handed over may be written (buffers.py), and outputs
+        # no one else holds any more, except the gradients a hook of this block sees
+        hooked = bool(block._backward_pre_hooks or block._backward_hooks)
+        own, call.owned = call.owned, set()
+        own = own | {_ptr(v) for v in values if _ptr(v) not in own and _alone(v)}
         state = {k: v.detach() for k, v in zip(block.OUTPUTS, values, strict=True)}
+        if hooked:
+            own = own - {_ptr(g) for g in grads[:m] if g is not None}
         gout = _backward_pre_hooks(block, tuple(grads[:m]))
         dstate: dict[str, torch.Tensor | None] = dict(zip(block.OUTPUTS, gout, strict=True))
         params = ctx.params
@@ -654,7 +794,8 @@ class _Block(torch.autograd.Function):
             device.type, dtype=dtype, enabled=enabled, cache_enabled=cache
         ):
             backward_block(block, state, dstate, ctx.options, rng, index, slots, checks,
-                           call.segment.recompute_chunks, None if ctx.fsdp else list(params))
+                           call.segment.recompute_chunks, None if ctx.fsdp else list(params),
+                           own)
         if ctx.fsdp:
             _fsdp_backward_done(block)
         call.checks.append((ctx.i, block, checks))
@@ -668,6 +809,8 @@ class _Block(torch.autograd.Function):
             state[k] if ctx.needs_input_grad[5 + n + i] else None
             for i, k in enumerate(block.INPUTS)
         )
+        if ctx.i > 0:
+            call.owned = _handed(own, grads, rebuilt if hooked else (*rebuilt, *din))
         return (None, None, None, None, None, *din, *rebuilt, *slots)
 
 
