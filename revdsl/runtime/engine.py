@@ -46,10 +46,11 @@ from revdsl.runtime.buffers import (
     _finite,
     _free,
     _handed,
-    _into,
     _ptr,
     _Saved,
+    _sole,
     _step_params,
+    _undone,
 )
 from revdsl.runtime.hooks import (
     _as_in_forward,
@@ -236,7 +237,7 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                 _undo(block, step, state, options)
             if isinstance(step, Couple):
                 grads[step.target] = None
-                if checks is not None:
+                if checks is not None and step.delta is None:
                     checks.append((k, step, _finite(state[step.target])))
             continue
         reads = [state[_current(r)].detach().requires_grad_(True) for r in step.reads]
@@ -245,17 +246,17 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         with torch.enable_grad(), _Saved() as kept:
             atoms = _call_fn(block, step, reads, options)
         if isinstance(step, Couple):
-            y = state[step.target]
-            with torch.no_grad():
-                x = _into(y, step.inverse(y, *[a.detach() for a in atoms]), own, state, grads)
-                if checks is not None:
-                    checks.append((k, step, _finite(x)))
-            del y
+            y, out = state[step.target], None
             if step.delta is not None:
                 with torch.enable_grad(), kept:
                     out = step.delta(*atoms)
                     if out.shape != dy.shape:  # a broadcast update (`a += mean(b, keepdim)`)
                         out = out.expand(dy.shape)
+            x = _undone(step, y, atoms, out, _sole(y, own, state, grads))
+            if checks is not None and out is None:  # y - F: finite when the forward was
+                checks.append((k, step, _finite(x)))
+            del y
+            if out is not None:
                 _free(out, kept, state, grads)  # the inverse has used it: only its graph is left
                 inputs = [*reads, *params]
                 dx: torch.Tensor | None = dy

@@ -276,8 +276,12 @@ def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
 
 def _finite(t: torch.Tensor) -> torch.Tensor:
     """Whether every value is finite, as a 0-d tensor (read once per segment): NaN and inf
-    propagate through the largest magnitude, one reduction (isfinite().all() is three)."""
-    return torch.isfinite(t.abs().amax()) if t.numel() else torch.ones((), dtype=torch.bool)
+    propagate through the extremes, one pass without a temporary (isfinite().all() is three).
+    Only an update that is not additive is checked: y - F of finite values is finite."""
+    if not t.numel():
+        return torch.ones((), dtype=torch.bool)
+    lo, hi = torch.aminmax(t)
+    return torch.isfinite(lo) & torch.isfinite(hi)
 
 
 def _accumulate(slots: list[Any], index: dict[int, int] | None, params: list[nn.Parameter],
@@ -336,12 +340,18 @@ def _add_into(grads: dict[str, Any], name: str, g: torch.Tensor | None, own: set
         grads[name] = a + g
 
 
-def _into(y: torch.Tensor, x: torch.Tensor, own: set[int] | None,
-          *tables: dict[str, Any]) -> torch.Tensor:
-    """x, stored in y's buffer when the engine holds y alone (y is not needed any more)."""
-    if x.shape == y.shape and x.dtype == y.dtype and _sole(y, own, *tables):
-        return y.copy_(x)
-    return x
+def _undone(step: Any, y: torch.Tensor, atoms: tuple[torch.Tensor, ...],
+            out: torch.Tensor | None, writable: bool) -> torch.Tensor:
+    """The target rebuilt from its updated value y: for an additive update (`out` its value),
+    y - out, computed in y's own buffer when `writable` (the engine holds y alone); otherwise
+    the proved inverse, stored in y's buffer when it can be."""
+    with torch.no_grad():
+        if out is not None and writable and torch.result_type(y, out) == y.dtype:
+            return y.sub_(out.detach())
+        x = step.inverse(y, *[a.detach() for a in atoms])
+        if writable and x.shape == y.shape and x.dtype == y.dtype:
+            return y.copy_(x)
+        return x
 
 
 def _handed(own: set[int], incoming: tuple[Any, ...], outgoing: tuple[Any, ...]) -> set[int]:
@@ -464,40 +474,44 @@ def _couple_in_chunks(block: nn.Module, k: int, step: Any, state: dict[str, torc
     x_all = y if _sole(y, own, state, grads) else torch.empty_like(y)
     dx_all = dy if step.delta is not None or _sole(dy, own, state, grads) else \
         torch.zeros_like(y)  # an additive step passes dy on
-    dreads = [g if g is not None and g.shape == r.shape and g.dtype == r.dtype and
-              _sole(g, own, grads, state) else torch.zeros_like(r)
-              for r, g in ((r, grads[_current(n)]) for r, n in zip(reads_all, step.reads))]
+    # a read's gradient: summed into its buffer when the engine holds it alone, else each
+    # chunk's sum (with the gradient it had, chunk by chunk when shapes agree) into a new one
+    before = [grads[_current(name)] for name in step.reads]
+    dreads = [a if a is not None and a.shape == r.shape and a.dtype == r.dtype and
+              _sole(a, own, grads, state) else torch.empty_like(r)
+              for r, a in zip(reads_all, before, strict=True)]
+    split = [a.tensor_split(n, d) if a is not None and a is not w and a.shape == w.shape and
+             a.dtype == w.dtype else None for a, w in zip(before, dreads, strict=True)]
     acc: list[Any] = [None] * len(params)
     start = 0
-    for piece in zip(*parts, strict=True):
+    for c, piece in enumerate(zip(*parts, strict=True)):
         if replay is not None:
             _set_rng_state(y.device, replay)
         yc, dyc, size = piece[0], piece[1], piece[0].shape[d]
         reads = [r.detach().requires_grad_(True) for r in piece[2:]]
-        with torch.enable_grad():
+        with torch.enable_grad(), _Saved() as kept:
             atoms = _call_fn(block, step, reads, options)
-            with torch.no_grad():
-                x = step.inverse(yc, *[a.detach() for a in atoms])
-            if step.delta is not None:
+            if step.delta is not None:  # y - delta into y's own chunk when it is writable
                 out, inputs = step.delta(*atoms), [*reads, *params]
+                x = _undone(step, yc, atoms, out.expand(yc.shape), x_all is y)
+                _free(out, kept, state, grads)
             else:
-                x = x.detach().requires_grad_(True)
+                x = _undone(step, yc, atoms, None, False).requires_grad_(True)
                 out, inputs = step.forward(x, *atoms), [x, *reads, *params]
         got = (torch.autograd.grad(out, inputs, dyc, allow_unused=True)
                if out.requires_grad else (None,) * len(inputs))
         del out, atoms
         dx = dyc if step.delta is not None else got[0]
         got = got if step.delta is not None else got[1:]
-        x_all.narrow(d, start, size).copy_(x.detach())
+        if x is not yc:
+            x_all.narrow(d, start, size).copy_(x.detach())
         if dx is not None and step.delta is None:
             dx_all.narrow(d, start, size).copy_(dx)
         elif step.delta is None and dx_all is dy:
             dx_all.narrow(d, start, size).zero_()
-        for name, whole, g in zip(step.reads, dreads, got[: len(reads)], strict=True):
-            if g is not None and whole is grads[_current(name)]:  # summed in place
-                whole.narrow(d, start, size).add_(g)
-            elif g is not None:
-                whole.narrow(d, start, size).copy_(g)
+        for whole, a, parts_a, g in zip(dreads, before, split, got[: len(reads)], strict=True):
+            _sum_chunk(whole.narrow(d, start, size), None if parts_a is None else parts_a[c],
+                       g, whole is a)
         for j, g in enumerate(got[len(reads):]):  # summed in place: one set of buffers
             if g is not None and acc[j] is None:
                 shared = g.untyped_storage().data_ptr() == dyc.untyped_storage().data_ptr()
@@ -507,11 +521,26 @@ def _couple_in_chunks(block: nn.Module, k: int, step: Any, state: dict[str, torc
         start += size
     _accumulate(slots, index, params, tuple(acc))
     state[step.target], grads[step.target] = x_all, dx_all
-    if checks is not None:
+    if checks is not None and step.delta is None:
         checks.append((k, step, _finite(x_all)))
-    for name, whole in zip(step.reads, dreads, strict=True):
-        if whole is not grads[_current(name)]:
-            _add_into(grads, _current(name), whole, own, state, dy)
+    for name, whole, a, parts_a in zip(step.reads, dreads, before, split, strict=True):
+        if whole is not a:  # else summed in place
+            grads[_current(name)] = whole if parts_a is not None else _add(a, whole)
+
+
+def _sum_chunk(part: torch.Tensor, a: torch.Tensor | None, g: torch.Tensor | None,
+               inplace: bool) -> None:
+    """One chunk of a read's gradient: `part` += g (in place), or part = a + g (a: that chunk of
+    the gradient it had, when there was one of the same shape), or part = g."""
+    if inplace:
+        if g is not None:
+            part.add_(g)
+    elif a is not None:
+        torch.add(a, g, out=part) if g is not None else part.copy_(a)
+    elif g is not None:
+        part.copy_(g)
+    else:
+        part.zero_()
 
 
 class Couple(NamedTuple):
@@ -672,7 +701,7 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
                 _undo(block, step, state, options)
             if isinstance(step, Couple):
                 grads[step.target] = None
-                if checks is not None:
+                if checks is not None and step.delta is None:
                     checks.append((k, step, _finite(state[step.target])))
             continue
         reads = [state[_current(r)].detach().requires_grad_(True) for r in step.reads]
@@ -681,17 +710,17 @@ def backward_block(block: nn.Module, state: dict[str, torch.Tensor],
         with torch.enable_grad(), _Saved() as kept:
             atoms = _call_fn(block, step, reads, options)
         if isinstance(step, Couple):
-            y = state[step.target]
-            with torch.no_grad():
-                x = _into(y, step.inverse(y, *[a.detach() for a in atoms]), own, state, grads)
-                if checks is not None:
-                    checks.append((k, step, _finite(x)))
-            del y
+            y, out = state[step.target], None
             if step.delta is not None:
                 with torch.enable_grad(), kept:
                     out = step.delta(*atoms)
                     if out.shape != dy.shape:  # a broadcast update (`a += mean(b, keepdim)`)
                         out = out.expand(dy.shape)
+            x = _undone(step, y, atoms, out, _sole(y, own, state, grads))
+            if checks is not None and out is None:  # y - F: finite when the forward was
+                checks.append((k, step, _finite(x)))
+            del y
+            if out is not None:
                 _free(out, kept, state, grads)  # the inverse has used it: only its graph is left
                 inputs = [*reads, *params]
                 dx: torch.Tensor | None = dy
