@@ -193,6 +193,7 @@ def _chunked(d: dict[str, Any]) -> str:
 def _overhead(d: dict[str, Any], ab: dict[str, Any] | None) -> str:
     rows = [[r["label"], r["batch"], f"{r['reversible']:.3f}", f"{r['baseline']:.3f}",
              f"{r['forward']:.3f}", f"{r['time_vs_baseline']:.2f}", f"{r['overhead']:.2f}",
+             "-" if "checkpoint_overhead" not in r else f"{r['checkpoint_overhead']:.2f}",
              "met" if r["overhead"] <= 1.05 else "missed"] for r in d["rows"]]
     text = ("## Overhead beyond the recompute floor\n\n"
             f"`{d['command']}` (benchmarks/overhead.py). Full recompute costs at least one "
@@ -201,24 +202,29 @@ def _overhead(d: dict[str, Any], ab: dict[str, Any] | None) -> str:
             "(forward without grad), 1.0 at the floor. Target (issue 19): <= 1.05. On this "
             "2-core machine one run's figure moves by +-0.1 between runs (the baseline's step "
             "alone by 5%), so single figures below 1.15 are not distinguishable from each "
-            "other.\n\n"
+            "other. The same formula for per-block checkpointing (which also recomputes every "
+            "block, with torch.utils.checkpoint) shows what a recompute costs here beyond a "
+            "forward without grad.\n\n"
             + _table(["configuration", "batch", "reversible (s)", "baseline (s)",
-                      "forward (s)", "x baseline", "overhead", "target <= 1.05"], rows))
+                      "forward (s)", "x baseline", "overhead",
+                      "per-block checkpointing's", "target <= 1.05"], rows))
     if ab:
         cells = [[r["label"], f"{r['before']['overhead']:.3f}", f"{r['after']['overhead']:.3f}",
                   ", ".join(f"{x:.2f}" for x in r["before"]["runs"]),
                   ", ".join(f"{x:.2f}" for x in r["after"]["runs"])] for r in ab["rows"]]
         text += ("\n\nBefore and after this round's engine changes, interleaved so both see "
-                 f"the same noise (`{ab['command']}`; best of the runs' best timings). Removed: "
-                 "the finiteness check of every rebuilt stream is one reduction of the largest "
-                 "magnitude instead of isfinite().all() (three passes); a block's backward no "
-                 "longer walks its module tree per step for the parameter list (the Function's "
-                 "parameters serve every step), nor sets training flags through nn.Module's "
-                 "slow __setattr__ when they did not change, nor lists its modules a second "
-                 "time. What is left above the floor is mostly elementwise traffic the "
-                 "baseline does not have: the inverse (y - F) of every update and the "
-                 "gradient sums of the two streams, which weigh most where tokens are many and "
-                 "cheap (Rev-MViT-B's first stage: 3136 tokens of 96 channels).\n\n"
+                 f"the same noise (`{ab['command']}`). Changed since the 'before' commit: a "
+                 "block's rebuilt inputs are written into its outputs' buffers (y - F in place) "
+                 "and stream gradients summed in place when the engine alone holds them, so "
+                 "the backward allocates less (revdsl/runtime/buffers.py); an additive update "
+                 "is no longer checked for non-finite values (y - F of finite values is "
+                 "finite), a non-additive one with one aminmax pass; an update's value is "
+                 "freed once its inverse has used it (a saved-tensors hook and a walk of its "
+                 "graph per step, which cost a little Python time). What is left above the "
+                 "floor is elementwise traffic the baseline does not have (the inverse of every "
+                 "update) and the recompute's own cost beyond a forward without grad (saving "
+                 "tensors for its backward, fresh allocations), which per-block checkpointing "
+                 "pays too (its column above).\n\n"
                  + _table(["configuration", "overhead before", "overhead after",
                            "runs before", "runs after"], cells))
     return text

@@ -866,18 +866,24 @@ class _Block(torch.autograd.Function):
 
 class _Seed(torch.autograd.Function):
     """The end of a segment: keeps its outputs (the only activations a segment stores) and, in
-    the backward, hands them to the last block as the values to undo."""
+    the backward, hands them to the last block as the values to undo, with copies of their
+    gradients, which the blocks may sum into in place (buffers.py; the originals may be views
+    of a larger gradient, or kept by a hook); the copies are made before any block is undone,
+    when little else is alive, and the originals are freed when this returns."""
 
     @staticmethod
-    def forward(ctx: Any, n: int, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(ctx: Any, n: int, call: _Call, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         ctx.set_materialize_grads(False)
         outs = args[:n]
         ctx.save_for_backward(*outs)
+        ctx.call = call
         return tuple(o.detach() for o in outs)
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:
-        return (None, *grads, *(t.detach() for t in ctx.saved_tensors))
+        mine = tuple(None if g is None else g.clone() for g in grads)
+        ctx.call.owned = {_ptr(g) for g in mine if g is not None}
+        return (None, None, *mine, *(t.detach() for t in ctx.saved_tensors))
 
 
 class ReversibleSegment(nn.Module):
@@ -974,7 +980,8 @@ class ReversibleSegment(nn.Module):
                 out = outs[0] if m == 1 else tuple(outs[:m])
                 _post_hooks(block, args, options, out)
         last = blocks[-1].OUTPUTS
-        outs = _Seed.apply(len(last), *[state[k] for k in last], *[carriers[k] for k in last])
+        outs = _Seed.apply(len(last), call, *[state[k] for k in last],
+                           *[carriers[k] for k in last])
         return dict(zip(last, outs, strict=True))
 
 
