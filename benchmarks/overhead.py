@@ -21,9 +21,12 @@ import sys
 import time
 from typing import Any
 
+MODES = ("reversible", "baseline", "checkpoint", "forward")
+
 
 def measure(spec: str, sets: list[str], batch: int, rounds: int = 3, steps: int = 5,
-            threads: int = 2) -> dict[str, Any]:
+            threads: int = 2, modes: tuple[str, ...] = MODES, chunks: int = 1
+            ) -> dict[str, Any]:
     import torch
 
     import revdsl
@@ -52,21 +55,27 @@ def measure(spec: str, sets: list[str], batch: int, rounds: int = 3, steps: int 
             times.append(time.perf_counter() - t)
         return statistics.median(times)
 
-    got: dict[str, list[float]] = {"reversible": [], "baseline": [], "checkpoint": [],
-                                   "forward": []}
-    for _ in range(rounds):
-        for mode in ("reversible", "baseline", "checkpoint"):
-            model.reversible = mode == "reversible"
+    got: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(rounds):  # the modes alternate, so that all of them see the same noise
+        for mode in modes:
+            model.reversible = mode in ("reversible", "chunked")
             model.checkpoint = mode == "checkpoint"
-            got[mode].append(median(step))
-        model.checkpoint = False
-        got["forward"].append(median(forward))
+            model.set_recompute_chunks(chunks if mode == "chunked" else 1)
+            got[mode].append(median(forward if mode == "forward" else step))
     best = {k: min(v) for k, v in got.items()}
-    return {"spec": spec, "sets": sets, "batch": batch, **best, "rounds": got,
-            "overhead": (best["reversible"] - best["baseline"]) / best["forward"],
-            # the same formula for per-block checkpointing, which also recomputes every block
-            "checkpoint_overhead": (best["checkpoint"] - best["baseline"]) / best["forward"],
-            "time_vs_baseline": best["reversible"] / best["baseline"]}
+    out: dict[str, Any] = {"spec": spec, "sets": sets, "batch": batch, **best, "rounds": got}
+    if {"reversible", "baseline", "forward"} <= set(best):
+        out["overhead"] = (best["reversible"] - best["baseline"]) / best["forward"]
+        out["time_vs_baseline"] = best["reversible"] / best["baseline"]
+    if {"checkpoint", "baseline", "forward"} <= set(best):
+        # the same formula for per-block checkpointing, which also recomputes every block
+        out["checkpoint_overhead"] = (best["checkpoint"] - best["baseline"]) / best["forward"]
+    if {"chunked", "reversible"} <= set(best):  # what token-chunked recompute costs
+        out["chunks"] = chunks
+        out["chunk_cost"] = best["chunked"] / best["reversible"] - 1
+        out["chunk_cost_rounds"] = [c / r - 1 for c, r in zip(got["chunked"], got["reversible"],
+                                                              strict=True)]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,11 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--chunks", type=int, default=0, help="time only the reversible step "
+                   "and the same with set_recompute_chunks(N), alternating: the chunk cost")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
-    r = measure(args.spec, args.set, args.batch, args.rounds, args.steps)
+    modes = ("reversible", "chunked") if args.chunks else MODES
+    r = measure(args.spec, args.set, args.batch, args.rounds, args.steps, modes=modes,
+                chunks=max(args.chunks, 1))
     if args.json:
         print(json.dumps(r))
+    elif args.chunks:
+        print(f"{args.spec} {' '.join(args.set)} batch {args.batch}: reversible "
+              f"{r['reversible']:.4f} s, {args.chunks} chunks {r['chunked']:.4f} s: cost "
+              f"{100 * r['chunk_cost']:+.1f}% (rounds: "
+              + ", ".join(f"{100 * c:+.1f}%" for c in r["chunk_cost_rounds"]) + ")")
     else:
         print(f"{args.spec} {' '.join(args.set)} batch {args.batch}: reversible "
               f"{r['reversible']:.4f} s, baseline {r['baseline']:.4f} s, forward "

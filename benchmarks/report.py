@@ -149,7 +149,7 @@ def _planner(d: dict[str, Any]) -> str:
     return text
 
 
-def _chunked(d: dict[str, Any]) -> str:
+def _chunked(d: dict[str, Any], ab: dict[str, Any] | None = None) -> str:
     rows = [[f"{r['batches'][0]} -> {r['batches'][1]}", r["mode"],
              f"{r['per_image'] / 2**20:.2f}",
              "-" if r["vs_baseline"] is None else f"{r['vs_baseline']:.1f}x"]
@@ -158,6 +158,16 @@ def _chunked(d: dict[str, Any]) -> str:
     ratio = {(tuple(r["batches"]), r["mode"]): r["vs_baseline"] or 0.0 for r in d["slopes"]}
     t = {r["mode"]: r["step_time"] for r in d["timing"]}
     cost = {m: t[m] / t["reversible"] - 1 for m in t if m != "reversible"}
+    interleaved = ""
+    for r in (ab or {}).get("rows", []):  # the alternating measurement, when there is one
+        m = f"chunked{r['chunks']}"
+        if m in cost:
+            cost[m] = r["chunk_cost"]
+            interleaved += (f" The step costs are from `{ab['command']}` for {m} (the "
+                            f"reversible and chunked steps alternating in one process, batch "
+                            f"{ab['batch']}, fastest of {ab['rounds']} rounds each; per round: "
+                            + ", ".join(f"{100 * c:+.1f}%" for c in r["chunk_cost_rounds"])
+                            + "), else from the timed steps of the suite.")
     first, last = pairs[0], pairs[-1]
     both = [m for m in cost if min(ratio[(p, m)] for p in (first, last)) >= 15
             and cost[m] <= 0.03]
@@ -177,13 +187,15 @@ def _chunked(d: dict[str, Any]) -> str:
             "peak, so a lower peak at the smaller batch can make a slope look worse): "
             + per + "; without chunks "
             + ", ".join(f"{ratio[(p, 'reversible')]:.1f}x" for p in pairs) + ": "
-            + (f"met by {', '.join(both)}" if both else "missed") + ". "
+            + (f"met by {', '.join(both)}" if both else "missed") + "." + interleaved + " "
             "What makes it: the reversible backward reuses buffers (revdsl/runtime/buffers.py: "
             "rebuilt streams go into the buffers of the outputs they were rebuilt from, "
             "gradients are summed in place, an update's value is freed once its inverse has "
-            "used it), which brings attention's recompute (not chunked) down to about 12 "
-            "stream-sized tensors per image, and chunking brings the MLP's recompute (its "
-            "hidden activations are 4x wider) under that. Each extra chunk costs one sum of "
+            "used it, and a segment's end hands the last block copies of its gradients, which "
+            "are then summed in place too), which brings attention's recompute (not chunked) "
+            "down to about 13 stream-sized tensors per image, and chunking brings the MLP's "
+            "recompute (its hidden activations are 4x wider) under that. Each extra chunk "
+            "costs one sum of "
             "the chunked layers' weight gradients (time) and one weight-sized buffer (a "
             "constant).\n\n"
             + _table(["batches", "mode", "MiB per image", "less than baseline"], rows)
@@ -277,9 +289,32 @@ def _plot_planner(rows: list[dict[str, Any]], label: str) -> str | None:
     return fname
 
 
+REUSE_COMMIT = "9fa635a"  # the reversible backward starts reusing buffers (issue 19)
+
+
+def _versions(res: dict[str, Any]) -> str:
+    """Which suites measured the current engine: buffer reuse (revdsl/runtime/buffers.py)
+    lowered the reversible backward's peak, so a suite measured before it shows higher
+    reversible peaks than the engine now gives."""
+    engine = ("vit_depth", "mvit_depth", "vir_depth", "vit_width", "paper_memory", "vit_batch",
+              "largest_batch", "families", "planner", "chunked", "overhead", "backward",
+              "compile", "compile_regional")  # the suites that time or measure its backward
+    got = {name: res.get(name) for name in engine if res.get(name)}
+    after = sorted(f"{name} ({r['commit']})" for name, r in got.items() if r.get("commit"))
+    before = sorted(name for name, r in got.items() if not r.get("commit"))
+    return ("**Engine version.** From commit " + REUSE_COMMIT + " the reversible backward "
+            "reuses buffers (rebuilt streams written into their outputs' buffers, gradients "
+            "summed in place, an update's value freed after its inverse: see "
+            "`revdsl/runtime/buffers.py`), which lowers its peak memory. Suites measured with "
+            "it (commit in brackets): " + (", ".join(after) or "none") + ". Measured before "
+            "it (their reversible peaks are those of the earlier engine, higher than now; "
+            "rerun a suite to update it): " + (", ".join(before) or "none") + ".")
+
+
 def write() -> Path:
     res = {name: load(name) for name in (
-        "sizes", "planner", "chunked", "overhead", "compile_regional", "stats", "examples",
+        "sizes", "planner", "chunked", "chunk_cost", "overhead", "compile_regional", "stats",
+        "examples",
         "vit_depth", "vit_width", "paper_memory", "vit_batch", "largest_batch", "mvit_depth",
         "vir_depth", "families", "backward", "compile", "amp_cpu", "vir_forms", "drift",
         "compile_time", "difftest")}
@@ -289,6 +324,7 @@ def write() -> Path:
         mem=machine.get("memory_gib", "?"), torch=machine.get("torch", "?"),
         python=machine.get("python", "?"),
         date=next((r["date"] for r in res.values() if r), "?"))]
+    parts.append(_versions(res))
     parts.append(_targets(res))
     depth = {"RevViT-S": res["vit_depth"], "Rev-MViT-B (stage 3 grows)": res["mvit_depth"],
              "RevViR-S": res["vir_depth"]}
@@ -423,7 +459,7 @@ def write() -> Path:
     if res["planner"]:
         parts.append(_planner(res["planner"]))
     if res["chunked"]:
-        parts.append(_chunked(res["chunked"]))
+        parts.append(_chunked(res["chunked"], res["chunk_cost"]))
     if res["compile_regional"]:
         parts.append(_compile_regional(res["compile_regional"]))
     if res["overhead"]:

@@ -222,6 +222,30 @@ class Suite:
         return {"spec": "rev_vit.rev", "width": "B", "rows": rows, "slopes": slopes,
                 "timing": timing}
 
+    def chunk_cost(self) -> dict[str, Any]:
+        """The step time token-chunked recompute costs (RevViT-B, batch 6, 2 chunks): the
+        reversible step and the chunked one alternating in one process for 5 rounds
+        (benchmarks/overhead.py --chunks), so both see the same noise."""
+        import json
+        import subprocess
+
+        sets = ["depth=4", "dim=64", "heads=2", "image=32", "patch=8"] if self.quick else \
+            ["dim=768", "heads=12"]
+        batch, rounds = (2, 2) if self.quick else (6, 5)
+        rows = []
+        for chunks in (2,):
+            cmd = [sys.executable, str(SPECS.parent / "benchmarks" / "overhead.py"), "--spec",
+                   VIT, "--batch", str(batch), "--rounds", str(rounds), "--chunks",
+                   str(chunks), "--json", *[a for s in sets for a in ("--set", s)]]
+            out = subprocess.run(cmd, cwd=SPECS.parent, check=True, capture_output=True,
+                                 text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            rows.append(r)
+            print(f"  {chunks} chunks: {100 * r['chunk_cost']:+.1f}% (rounds "
+                  + ", ".join(f"{100 * c:+.1f}%" for c in r["chunk_cost_rounds"]) + ")",
+                  flush=True)
+        return {"rows": rows, "batch": batch, "rounds": rounds}
+
     def overhead(self) -> dict[str, Any]:
         """The reversible step's cost beyond its floor (benchmarks/overhead.py): (reversible
         step - baseline step) / forward without grad, RevViT-S at depths 6-24 and Rev-MViT-B,
@@ -590,9 +614,21 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-ALL = ("sizes", "planner", "chunked", "overhead", "compile_regional", "stats", "examples",
-       "vit_depth", "vit_width", "paper_memory", "vit_batch", "largest_batch", "mvit_depth",
+ALL = ("sizes", "planner", "chunked", "chunk_cost", "overhead", "compile_regional", "stats",
+       "examples", "vit_depth", "vit_width", "paper_memory", "vit_batch", "largest_batch",
+       "mvit_depth",
        "vir_depth", "families", "backward", "compile")
+
+
+def _commit() -> str | None:
+    """The checkout's commit (which engine a suite measured), when run from a git clone."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SPECS.parent,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             data = getattr(suite, name)()
             data["seconds"] = time.perf_counter() - t
+            data["commit"] = _commit()
             data["command"] = "python benchmarks/run.py" + (" --quick" if args.quick else "") \
                 + (f" --repeats {args.repeats}" if args.repeats > 1 else "") + f" --only {name}"
             print(f"   wrote {save(name + suffix, data)} ({data['seconds']:.0f} s)", flush=True)
