@@ -106,6 +106,21 @@ def _plot_depth(data: dict[str, dict[str, Any]]) -> list[str]:
     return written
 
 
+def _planner_checks(m: dict[str, Any]) -> tuple[bool, bool, float, bool]:
+    """Issue 19's planner targets for one model: within the budget, time falling as the budget
+    grows, every block kept's step / the baseline's, dominating per-block checkpointing."""
+    rows = m["rows"]
+    base = next(r for r in rows if r["mode"] == "baseline")
+    ckpt = next(r for r in rows if r["mode"] == "checkpoint")
+    planned = [r for r in rows if r["kept_blocks"] is not None]
+    within = all(r["saved"] <= r["budget"] * 1.05 for r in planned)
+    falling = all(a["step_time"] >= b["step_time"] * 0.97
+                  for a, b in itertools.pairwise(planned))
+    dominates = any(r["saved"] <= ckpt["saved"] and r["step_time"] <= ckpt["step_time"]
+                    for r in planned)
+    return within, falling, planned[-1]["step_time"] / base["step_time"], dominates
+
+
 def _planner(d: dict[str, Any]) -> str:
     models = d.get("models") or [{"label": "RevViT-S", **d}]
     text = ("## Memory plan: time against memory\n\n"
@@ -123,19 +138,11 @@ def _planner(d: dict[str, Any]) -> str:
     for m in models:
         rows = m["rows"]
         base = next(r for r in rows if r["mode"] == "baseline")
-        ckpt = next(r for r in rows if r["mode"] == "checkpoint")
-        planned = [r for r in rows if r["kept_blocks"] is not None]
-        within = all(r["saved"] <= r["budget"] * 1.05 for r in planned)
-        falling = all(a["step_time"] >= b["step_time"] * 0.97
-                      for a, b in itertools.pairwise(planned))
-        full = planned[-1]
-        dominates = any(r["saved"] <= ckpt["saved"] and r["step_time"] <= ckpt["step_time"]
-                        for r in planned)
+        within, falling, ratio, dominates = _planner_checks(m)
         cells = [[r["label"], f"{r['saved'] / 2**20:.1f}",
                   "-" if r["budget"] is None else f"{r['budget'] / 2**20:.1f}",
                   f"{r['step_time']:.3f}", f"{r['step_time'] / base['step_time']:.2f}"]
                  for r in rows]
-        ratio = full["step_time"] / base["step_time"]
         plot = _plot_planner(rows, m["label"])
         text += (f"\n\n### {m['label']} (batch {m['batch']}, {m['blocks']} blocks planned: "
                  "reversible blocks and stored ones)\n\nWithin the budget: "
@@ -535,6 +542,47 @@ def _flatness(d: dict[str, Any]) -> str:
     return f"From {lo} to {hi}: " + "; ".join(out) + "."
 
 
+def _issue19_targets(res: dict[str, Any]) -> list[list[str]]:
+    """Issue 19's goals, one row each, from the suites' sections (where the details are)."""
+    rows = []
+    d, cc = res["chunked"], res["chunk_cost"]
+    if d and cc:
+        pairs = sorted({tuple(r["batches"]) for r in d["slopes"]})
+        ratio = {(tuple(r["batches"]), r["mode"]): r["vs_baseline"] or 0.0 for r in d["slopes"]}
+        cost = {f"chunked{r['chunks']}": r["chunk_cost"] for r in cc["rows"]}
+        got = {m: min(ratio[(p, m)] for p in pairs) for m in cost}
+        rows.append(["token-chunked recompute: >= 15x less than the baseline per image on "
+                     "RevViT-B at <= 3% step time (issue 19)",
+                     "; ".join(f"{m}: {got[m]:.1f}x (lowest over batch pairs), "
+                               f"{100 * c:+.1f}%" for m, c in cost.items()),
+                     "met" if any(got[m] >= 15 and c <= 0.03 for m, c in cost.items()) else
+                     "memory met, time missed" if any(v >= 15 for v in got.values())
+                     else "missed"])
+    o = res["overhead"]
+    if o:
+        over = [r["overhead"] for r in o["rows"]]
+        rows.append(["overhead beyond the recompute floor <= 1.05 (RevViT-S depth 6-24, "
+                     "Rev-MViT-B)", f"{min(over):.2f} - {max(over):.2f}",
+                     "met" if max(over) <= 1.05 else "missed"])
+    c = res["compile_regional"]
+    if c:
+        r = c["gain_reversible"] / c["gain_baseline"]
+        rows.append(["compiling: the reversible model's speed-up >= the baseline's",
+                     f"ratio {r:.3f}", "met" if r >= 1.0 else "missed"])
+    p = res["planner"]
+    if p:
+        models = p.get("models") or [{"label": "RevViT-S", **p}]
+        checks = {m["label"]: _planner_checks(m) for m in models}
+        text = "; ".join(f"{k}: all kept {v[2]:.2f}x the baseline, " + (
+            "dominates checkpointing" if v[3] else "does not dominate checkpointing")
+            for k, v in checks.items())
+        bad = [k for k, v in checks.items() if not (v[0] and v[1] and v[2] <= 1.03 and v[3])]
+        rows.append(["memory planner: within budget, time falling, all kept within 3% of "
+                     "the baseline, dominating per-block checkpointing", text,
+                     "met" if not bad else f"missed for {', '.join(bad)}"])
+    return rows
+
+
 def _targets(res: dict[str, Any]) -> str:
     rows = []
     d = res["vit_depth"]
@@ -587,6 +635,7 @@ def _targets(res: dict[str, Any]) -> str:
             rows.append([f"{label}: memory per image at least the paper's {paper}x",
                          f"{text} (peak per sample, baseline / reversible)",
                          "met" if got >= paper else "missed"])
+    rows += _issue19_targets(res)
     return ("## Targets\n\n" + _table(["target", "measured", "status"], rows)
             + "\n\n" + TARGET_NOTE)
 
