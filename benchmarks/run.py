@@ -226,20 +226,12 @@ class Suite:
         """The step time token-chunked recompute costs (RevViT-B, batch 6, 2 chunks): the
         reversible step and the chunked one alternating in one process for 5 rounds
         (benchmarks/overhead.py --chunks), so both see the same noise."""
-        import json
-        import subprocess
-
         sets = ["depth=4", "dim=64", "heads=2", "image=32", "patch=8"] if self.quick else \
             ["dim=768", "heads=12"]
         batch, rounds = (2, 2) if self.quick else (6, 5)
         rows = []
         for chunks in (2,):
-            cmd = [sys.executable, str(SPECS.parent / "benchmarks" / "overhead.py"), "--spec",
-                   VIT, "--batch", str(batch), "--rounds", str(rounds), "--chunks",
-                   str(chunks), "--json", *[a for s in sets for a in ("--set", s)]]
-            out = subprocess.run(cmd, cwd=SPECS.parent, check=True, capture_output=True,
-                                 text=True).stdout
-            r = json.loads(out.strip().splitlines()[-1])
+            r = _overhead_script(VIT, sets, batch, rounds, "--chunks", str(chunks))
             rows.append(r)
             print(f"  {chunks} chunks: {100 * r['chunk_cost']:+.1f}% (rounds "
                   + ", ".join(f"{100 * c:+.1f}%" for c in r["chunk_cost_rounds"]) + ")",
@@ -251,9 +243,7 @@ class Suite:
         step - baseline step) / forward without grad, RevViT-S at depths 6-24 and Rev-MViT-B,
         each configuration in a fresh process. `REVDSL_ROOT=<checkout>` measures another
         checkout's engine with the same script (the before/after figures)."""
-        import json
         import os
-        import subprocess
 
         root = os.environ.get("REVDSL_ROOT", str(SPECS.parent))
         configs = [("RevViT-S depth 6", VIT, ["depth=6"], 4),
@@ -265,13 +255,8 @@ class Suite:
                                              "patch=8"], 2)]
         rows = []
         for label, spec, sets, batch in configs:
-            cmd = [sys.executable, str(SPECS.parent / "benchmarks" / "overhead.py"), "--spec",
-                   spec, "--batch", str(batch), "--rounds", str(max(self.repeats, 2)), "--json",
-                   *[a for s in sets for a in ("--set", s)]]
-            env = {**os.environ, "PYTHONPATH": root}
-            out = subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True,
-                                 text=True).stdout
-            r = {"label": label, **json.loads(out.strip().splitlines()[-1])}
+            r = {"label": label,
+                 **_overhead_script(spec, sets, batch, max(self.repeats, 2), root=root)}
             rows.append(r)
             print(f"  {label:>20s} reversible {r['reversible']:.3f} s  baseline "
                   f"{r['baseline']:.3f} s  forward {r['forward']:.3f} s  overhead "
@@ -618,6 +603,24 @@ ALL = ("sizes", "planner", "chunked", "chunk_cost", "overhead", "compile_regiona
        "examples", "vit_depth", "vit_width", "paper_memory", "vit_batch", "largest_batch",
        "mvit_depth",
        "vir_depth", "families", "backward", "compile")
+
+
+def _overhead_script(spec: str, sets: list[str], batch: int, rounds: int, *extra: str,
+                     root: str | None = None) -> dict[str, Any]:
+    """One fresh process of benchmarks/overhead.py (its JSON result), with the engine of the
+    checkout at `root` (this one by default)."""
+    import json
+    import os
+    import subprocess
+
+    root = root or str(SPECS.parent)
+    cmd = [sys.executable, str(SPECS.parent / "benchmarks" / "overhead.py"), "--spec", spec,
+           "--batch", str(batch), "--rounds", str(rounds), "--json", *extra,
+           *[a for s in sets for a in ("--set", s)]]
+    out = subprocess.run(cmd, cwd=root, env={**os.environ, "PYTHONPATH": root}, check=True,
+                         capture_output=True, text=True).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
 
 
 def _commit() -> str | None:

@@ -295,17 +295,20 @@ def _ptr(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
 
+def _shared(t: torch.Tensor, *tables: dict[str, Any], entry: bool = False) -> bool:
+    """Whether an entry of `tables` (the block's values and gradients) shares t's storage; with
+    `entry`, t is one of them and only the others count."""
+    p = _ptr(t)
+    return any(v is not None and not (entry and v is t) and _ptr(v) == p
+               for table in tables for v in table.values())
+
+
 def _sole(t: torch.Tensor | None, own: set[int] | None, *tables: dict[str, Any]) -> bool:
     """Whether the engine may write into `t`: its storage was handed over (is in `own`), it is
-    not a view, and no other entry of `tables` (the block's values and gradients) shares it."""
-    if t is None or not own or t._is_view():
+    not a view, and no other entry of `tables` shares it."""
+    if t is None or not own or t._is_view() or _ptr(t) not in own:
         return False
-    p = _ptr(t)
-    if p not in own:
-        return False
-    return not any(
-        v is not None and v is not t and _ptr(v) == p for table in tables for v in table.values()
-    )
+    return not _shared(t, *tables, entry=True)
 
 
 def _add_into(grads: dict[str, Any], name: str, g: torch.Tensor | None, own: set[int] | None,
@@ -318,8 +321,8 @@ def _add_into(grads: dict[str, Any], name: str, g: torch.Tensor | None, own: set
         grads[name] = _add(a, g)
     elif _sole(a, own, grads, state):
         a.add_(g)
-    elif not g._is_view() and (dy is None or _ptr(g) != _ptr(dy)) and not any(
-            v is not None and _ptr(v) == _ptr(g) for t in (grads, state) for v in t.values()):
+    elif not g._is_view() and (dy is None or _ptr(g) != _ptr(dy)) and \
+            not _shared(g, grads, state):
         grads[name] = g.add_(a)
     else:
         grads[name] = a + g
@@ -402,8 +405,7 @@ def _free(out: torch.Tensor, saved: _Saved, *tables: dict[str, Any]) -> None:
         return
     if out._is_view() and (out._base is None or out._base.grad_fn is None):
         return
-    p = _ptr(out)
-    if p in saved.ptrs or any(v is not None and _ptr(v) == p for t in tables for v in t.values()):
+    if _ptr(out) in saved.ptrs or _shared(out, *tables):
         return
     seen, todo = set(), [out.grad_fn]
     while todo:
