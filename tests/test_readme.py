@@ -37,6 +37,8 @@ SKIP = {
     "python benchmarks/run.py --only vit_depth families": "two benchmark suites, ~20 minutes, "
                                                           "and rewrites BENCHMARKS.md",
     "python examples/train_digits.py": "trains two models for about 2 minutes",
+    "python benchmarks/run.py --repeats 3 --only chunked": "a benchmark suite at RevViT-B size, "
+                                                           "about 11 minutes",
     "python benchmarks/run.py --only examples": "about 2.5 minutes: the digits training run "
                                                 "and every DDP/FSDP2 check, which "
                                                 "tests/test_ecosystem.py runs",
